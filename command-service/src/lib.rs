@@ -1,1 +1,211 @@
+//! The SutazAI command service: the command HTTP API, the Postgres event store
+//! (postgres-es) with its transactional outbox, and the relay that carries
+//! every committed event to NATS JetStream.
+//!
+//! Layout:
+//! - [`config`]: the clap configuration.
+//! - [`http`]: routes, extractors, problem answers, OpenAPI, health.
+//! - [`store`]: running a command against the event store.
+//! - [`error`]: [`error::ApiError`], mapped once to problem+json.
+//! - [`relay`]: the outbox relay; [`stream`]: the JetStream stream;
+//!   [`leader`]: advisory-lock leader election.
+//! - [`telemetry`]: structured logs.
+//!
+//! [`Server::start`] runs the whole service on a given listener so that tests
+//! start the real thing in process.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod relay;
+pub mod store;
+pub mod stream;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+use http::context::Tokens;
+use http::{AppState, Limits};
+use relay::{Relay, RelaySettings, RelayStatus};
+use store::EventStores;
+use stream::StreamSettings;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot reach Postgres at start: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long the relay may keep flushing the outbox after the HTTP server stopped.
+const RELAY_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// The event-store migrations (embedded).
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations");
+    // Other components (projectors) keep their own migrations in the same database.
+    m.set_ignore_missing(true);
+    m
+}
+
+/// A running command service.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub relay: Arc<RelayStatus>,
+    shutdown: watch::Sender<bool>,
+    handle: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Server {
+    /// Connects to Postgres and NATS, migrates, and serves on `listener`.
+    /// NATS need not be up: commands are accepted and the relay catches up.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
+        let tokens = Tokens::parse(config.api_tokens.as_deref()).map_err(ServeError::Config)?;
+        if !tokens.enabled() {
+            tracing::warn!("SUTAZAI_API_TOKENS is not set: commands are not authenticated and the actor is taken from X-Actor");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&config.database_url)
+            .await?;
+        if config.run_migrations {
+            migrator().run(&pool).await?;
+        }
+        let nats = async_nats::ConnectOptions::new()
+            .name("sutazai-command-service")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| ServeError::Nats(e.to_string()))?;
+        let relay_status = Arc::new(RelayStatus::default());
+        let state = AppState {
+            stores: Arc::new(EventStores::new(pool.clone(), config.snapshot_every)),
+            tokens,
+            pool: pool.clone(),
+            nats: nats.clone(),
+            relay: relay_status.clone(),
+            relay_enabled: config.relay_enabled,
+        };
+        let limits = Limits {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout(),
+        };
+        let app = http::router(state, limits);
+        let addr = listener.local_addr()?;
+        let (shutdown, mut stop) = watch::channel(false);
+        let relay = config.relay_enabled.then(|| {
+            Relay::new(
+                pool,
+                async_nats::jetstream::new(nats),
+                RelaySettings {
+                    stream: StreamSettings::from_config(&config),
+                    batch_size: i64::from(config.relay_batch_size.max(1)),
+                    poll: Duration::from_millis(config.relay_poll_ms.max(10)),
+                    standby_poll: Duration::from_millis(config.relay_standby_poll_ms.max(10)),
+                },
+                relay_status.clone(),
+            )
+        });
+        let handle = tokio::spawn(async move {
+            // Owned here so that aborting this task (a crash in tests) aborts both.
+            let (relay_stop_tx, relay_stop_rx) = watch::channel(false);
+            let mut relay_task = relay.map(|r| tokio::spawn(r.run(relay_stop_rx)));
+            let _abort_relay = AbortOnDrop(relay_task.as_ref().map(|t| t.abort_handle()));
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            let served = serve.await;
+            // In-flight commands have finished; now let the relay flush.
+            let _ = relay_stop_tx.send(true);
+            if let Some(task) = relay_task.as_mut() {
+                if tokio::time::timeout(RELAY_FLUSH_LIMIT, task).await.is_err() {
+                    tracing::warn!("relay did not flush within {RELAY_FLUSH_LIMIT:?}; the outbox keeps the rest");
+                }
+            }
+            served.map_err(ServeError::from)
+        });
+        tracing::info!(%addr, "command service listening");
+        Ok(Self {
+            addr,
+            relay: relay_status,
+            shutdown,
+            handle,
+        })
+    }
+
+    /// Graceful stop: in-flight requests finish, the relay flushes.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    /// Hard stop, as if the process died: nothing is flushed, connections drop.
+    pub async fn abort(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then stops gracefully.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(config.bind).await?;
+    let server = Server::start(config, listener).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight commands and flushing the outbox");
+    server.shutdown().await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

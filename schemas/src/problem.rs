@@ -19,11 +19,6 @@ pub struct Problem {
     pub detail: Option<String>,
     /// Stable machine-readable error kind.
     pub code: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    /// The request id, to find the matching server log line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
 }
 
 impl Problem {
@@ -34,8 +29,6 @@ impl Problem {
             status,
             detail,
             code: code.to_string(),
-            instance: None,
-            request_id: None,
         }
     }
 }

@@ -1,0 +1,160 @@
+//! The command HTTP API: routes, middleware, OpenAPI document and health.
+
+mod agents;
+pub mod context;
+mod extract;
+mod health;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use schemas::http::CommandAccepted;
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::relay::RelayStatus;
+use crate::store::EventStores;
+use context::{RequestContext, Tokens};
+
+pub use tasks::idempotent_task_id;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub stores: Arc<EventStores>,
+    pub tokens: Arc<Tokens>,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub relay: Arc<RelayStatus>,
+    pub relay_enabled: bool,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SutazAI command API",
+        description = "Commands that register agents and submit, run and finish tasks. \
+            Every accepted command answers with the aggregate's new version; every error \
+            is an RFC 7807 problem+json body with a stable `code`. Reads are served by the \
+            query service.",
+    ),
+    tags(
+        (name = "agents", description = "Agent registry"),
+        (name = "tasks", description = "Task submission and control"),
+        (name = "agent-facing", description = "Calls an agent makes about the task it holds"),
+        (name = "health", description = "Liveness and readiness"),
+    ),
+    components(schemas(schemas::Problem))
+)]
+struct ApiDoc;
+
+/// `If-Match`: the aggregate version the command expects (optimistic concurrency).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header, names("If-Match"))]
+#[allow(dead_code)] // Only documents the header; handlers read it with `expected_version`.
+pub struct IfMatch(Option<String>);
+
+/// The API's routes with their OpenAPI document.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(agents::create_agent))
+        .routes(routes!(agents::update_agent, agents::retire_agent))
+        .routes(routes!(agents::activate_agent))
+        .routes(routes!(agents::deactivate_agent))
+        .routes(routes!(tasks::submit_task_for_agent))
+        .routes(routes!(tasks::submit_task))
+        .routes(routes!(tasks::cancel_task))
+        .routes(routes!(tasks::assign_task))
+        .routes(routes!(tasks::retry_task))
+        .routes(routes!(tasks::start_task))
+        .routes(routes!(tasks::report_progress))
+        .routes(routes!(tasks::complete_task))
+        .routes(routes!(tasks::fail_task))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+}
+
+/// The OpenAPI document of the command API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The whole HTTP app: routes, docs, and the middleware every request passes.
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            tracing::info_span!("request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = %header("x-request-id"),
+                correlation_id = %header("x-correlation-id"),
+            )
+        }))
+        .layer(middleware::from_fn(context::assign_ids))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn accepted(
+    aggregate_type: &str,
+    id: Uuid,
+    version: i64,
+    ctx: &RequestContext,
+    replayed: bool,
+) -> CommandAccepted {
+    CommandAccepted {
+        aggregate_type: aggregate_type.to_string(),
+        id,
+        version,
+        correlation_id: ctx.metadata.correlation_id.clone(),
+        replayed,
+    }
+}

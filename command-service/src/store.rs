@@ -1,0 +1,90 @@
+//! Running commands against the Postgres event store (postgres-es).
+//!
+//! We drive cqrs-es's `PersistedEventStore` directly rather than through
+//! `CqrsFramework` because a command's answer needs the aggregate's new
+//! version, and because a conditional command (`If-Match`) must be refused
+//! when the loaded version is not the expected one. The primary key
+//! (aggregate_type, aggregate_id, sequence) is the optimistic lock: two
+//! commands that decided on the same version cannot both commit.
+
+use std::collections::HashMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use domain::{Agent, DomainError, Task};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+
+use crate::error::ApiError;
+
+type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+
+/// The event stores of both aggregates.
+pub struct EventStores {
+    pub agents: Store<Agent>,
+    pub tasks: Store<Task>,
+}
+
+/// What a committed command left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The aggregate's version (sequence of its last event) after the command.
+    pub version: i64,
+}
+
+impl EventStores {
+    /// Snapshots every `snapshot_every` events keep loading an aggregate cheap.
+    pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
+        let repo = || PostgresEventRepository::new(pool.clone());
+        Self {
+            agents: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),
+            tasks: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),
+        }
+    }
+}
+
+/// Loads the aggregate, checks the expected version, decides and commits.
+pub async fn execute<A>(
+    store: &Store<A>,
+    aggregate_id: &str,
+    command: A::Command,
+    metadata: HashMap<String, String>,
+    expected_version: Option<i64>,
+) -> Result<Committed, ApiError>
+where
+    A: Aggregate<Error = DomainError, Services = ()> + Clone,
+{
+    let context = store.load_aggregate(aggregate_id).await?;
+    let current = context.current_sequence as i64;
+    if let Some(expected) = expected_version {
+        if expected != current {
+            return Err(ApiError::Conflict {
+                code: "version_conflict",
+                detail: format!("expected version {expected}, the aggregate is at {current}"),
+            });
+        }
+    }
+    // Decide on a copy: the store applies the new events to the context's
+    // aggregate itself when it takes a snapshot, and must not apply them twice.
+    let mut working = context.aggregate.clone();
+    let sink = EventSink::default();
+    working
+        .handle(command, &(), &sink)
+        .await
+        .map_err(AggregateError::UserError)?;
+    let events = sink.collect().await;
+    let committed = store.commit(events, context, metadata).await?;
+    let version = committed.last().map_or(current, |e| e.sequence as i64);
+    Ok(Committed { version })
+}
+
+/// Loads an aggregate and its version without changing it.
+pub async fn load<A>(store: &Store<A>, aggregate_id: &str) -> Result<(A, i64), ApiError>
+where
+    A: Aggregate<Error = DomainError, Services = ()>,
+{
+    let context = store.load_aggregate(aggregate_id).await?;
+    let version = context.current_sequence as i64;
+    Ok((context.aggregate, version))
+}
