@@ -7,14 +7,22 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "command-service", version, about = "SutazAI command API, event store and outbox relay")]
+#[command(
+    name = "command-service",
+    version,
+    about = "SutazAI command API, event store and outbox relay"
+)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "COMMAND_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
     /// Postgres holding the event store and the outbox.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sutazai")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/sutazai"
+    )]
     pub database_url: String,
 
     /// Largest number of pooled Postgres connections.

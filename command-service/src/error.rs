@@ -145,7 +145,12 @@ impl IntoResponse for ApiError {
             }
             _ => Some(self.to_string()),
         };
-        problem_response(Problem::new(status.as_u16(), self.code(), self.title(), detail))
+        problem_response(Problem::new(
+            status.as_u16(),
+            self.code(),
+            self.title(),
+            detail,
+        ))
     }
 }
 

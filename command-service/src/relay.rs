@@ -101,12 +101,18 @@ impl OutboxRow {
         h.insert(NATS_MESSAGE_ID, self.message_id().as_str());
         h.insert(headers::EVENT_TYPE, self.event_type.as_str());
         h.insert(headers::EVENT_VERSION, self.event_version.as_str());
-        h.insert(headers::AGGREGATE_SEQUENCE, self.sequence.to_string().as_str());
+        h.insert(
+            headers::AGGREGATE_SEQUENCE,
+            self.sequence.to_string().as_str(),
+        );
         h.insert(
             headers::CORRELATION_ID,
             envelope.metadata.correlation_id.as_str(),
         );
-        h.insert(headers::CAUSATION_ID, envelope.metadata.causation_id.as_str());
+        h.insert(
+            headers::CAUSATION_ID,
+            envelope.metadata.causation_id.as_str(),
+        );
         let body = serde_json::to_vec(&envelope)?;
         Ok(PublishMessage::build().payload(body.into()).headers(h))
     }
@@ -253,7 +259,9 @@ impl Relay {
                             tracing::info!("relay: stopped");
                             return;
                         }
-                        Err(e) => tracing::warn!(error = %e, "relay: lost its database connection; standing by"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "relay: lost its database connection; standing by")
+                        }
                     }
                 }
                 Ok(None) => tracing::debug!("relay: another instance leads; standing by"),

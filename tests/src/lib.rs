@@ -1,1 +1,308 @@
+//! Test harness for end-to-end tests against the real services: a fresh
+//! Postgres database per test, a private `nats-server` per test (own port,
+//! own store directory), the command service started in process, and readers
+//! for what reached the JetStream stream.
+//!
+//! Environment: `TEST_DATABASE_ADMIN_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `NATS_SERVER_BIN`
+//! (default `nats-server` on the PATH, else `/usr/sbin/nats-server`).
+#![forbid(unsafe_code)]
 
+use std::future::Future;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use command_service::{Config, Server};
+use schemas::EventEnvelope;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub use reqwest;
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("sutazai_t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to the Postgres admin database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let base = admin_url();
+        let url = match base.rfind('/') {
+            Some(i) => format!("{}/{name}", &base[..i]),
+            None => panic!("TEST_DATABASE_ADMIN_URL has no database part"),
+        };
+        Self { name, url }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A private JetStream server on its own port and store directory.
+pub struct NatsServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn nats_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return p.into();
+    }
+    let on_path = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if on_path {
+        "nats-server".into()
+    } else {
+        "/usr/sbin/nats-server".into()
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub async fn resume(&mut self) {
+        let child = Command::new(nats_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (install the nats-server package)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_until(Duration::from_secs(10), "nats-server to listen", || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
+        .await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` until it returns true, panicking after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Test configuration: defaults, pointed at the given stores, fast relay polls.
+pub fn config(db: &TestDb, nats: &NatsServer) -> Config {
+    let mut c = Config::local();
+    c.database_url = db.url.clone();
+    c.nats_url = nats.url();
+    c.stream_name = schemas::subjects::DEFAULT_STREAM.into();
+    c.relay_poll_ms = 50;
+    c.relay_standby_poll_ms = 100;
+    c.database_max_connections = 8;
+    c.api_tokens = None;
+    c
+}
+
+/// Starts the command service in process on a free port.
+pub async fn start_service(config: Config) -> Server {
+    if std::env::var("RUST_LOG").is_ok() {
+        command_service::telemetry::init("text");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    Server::start(config, listener)
+        .await
+        .expect("start command service")
+}
+
+pub fn base_url(server: &Server) -> String {
+    format!("http://{}", server.addr)
+}
+
+/// Rows still waiting in the outbox.
+pub async fn outbox_len(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await
+        .expect("count outbox")
+}
+
+/// Events in the event store.
+pub async fn event_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("count events")
+}
+
+/// One message read back from the stream.
+#[derive(Debug, Clone)]
+pub struct StreamedEvent {
+    pub stream_sequence: u64,
+    pub subject: String,
+    pub headers: async_nats::HeaderMap,
+    pub envelope: EventEnvelope,
+}
+
+impl StreamedEvent {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.as_str().to_string())
+    }
+}
+
+/// Every message of the events stream, in stream order.
+pub async fn read_stream(nats_url: &str) -> Vec<StreamedEvent> {
+    let client = async_nats::connect(nats_url).await.expect("connect nats");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(schemas::subjects::DEFAULT_STREAM)
+        .await
+        .expect("events stream exists");
+    let info = stream.info().await.expect("stream info").clone();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if info.state.messages == 0 {
+            break;
+        }
+        let msg = stream.get_raw_message(seq).await.expect("get message");
+        out.push(StreamedEvent {
+            stream_sequence: msg.sequence,
+            subject: msg.subject.to_string(),
+            headers: msg.headers.clone(),
+            envelope: serde_json::from_slice(&msg.payload).expect("envelope decodes"),
+        });
+    }
+    out
+}
+
+/// Asserts the stream holds exactly the store's events: each once, and each
+/// aggregate's events in sequence order 1..=n.
+pub async fn assert_stream_matches_store(pool: &PgPool, nats_url: &str) -> Vec<StreamedEvent> {
+    let events = read_stream(nats_url).await;
+    let stored: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read events");
+    let mut seen: Vec<(String, String, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.envelope.aggregate_type.clone(),
+                e.envelope.aggregate_id.clone(),
+                e.envelope.sequence,
+            )
+        })
+        .collect();
+    let mut last: std::collections::HashMap<(String, String), i64> = Default::default();
+    for (t, id, seq) in &seen {
+        let prev = last.insert((t.clone(), id.clone()), *seq).unwrap_or(0);
+        assert_eq!(
+            *seq,
+            prev + 1,
+            "{t}/{id}: sequence {seq} follows {prev} on the stream"
+        );
+    }
+    seen.sort();
+    assert_eq!(
+        seen.len(),
+        stored.len(),
+        "stream and store hold as many events"
+    );
+    assert_eq!(seen, stored, "stream holds exactly the stored events");
+    events
+}

@@ -27,9 +27,21 @@ async fn run(
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let expected = expected_version(headers)?;
     let metadata = ctx.event_metadata(Utc::now());
-    let committed =
-        store::execute(&state.stores.agents, &id.to_string(), command, metadata, expected).await?;
-    Ok(Json(super::accepted(AGENT, id, committed.version, ctx, false)))
+    let committed = store::execute(
+        &state.stores.agents,
+        &id.to_string(),
+        command,
+        metadata,
+        expected,
+    )
+    .await?;
+    Ok(Json(super::accepted(
+        AGENT,
+        id,
+        committed.version,
+        ctx,
+        false,
+    )))
 }
 
 /// Register an agent. It starts `inactive`; activate it to receive tasks.
@@ -55,8 +67,14 @@ pub async fn create_agent(
         max_concurrent_tasks: body.max_concurrent_tasks,
     });
     let metadata = ctx.event_metadata(Utc::now());
-    let committed =
-        store::execute(&state.stores.agents, &id.to_string(), command, metadata, None).await?;
+    let committed = store::execute(
+        &state.stores.agents,
+        &id.to_string(),
+        command,
+        metadata,
+        None,
+    )
+    .await?;
     tracing::info!(agent_id = %id, "agent created");
     Ok((
         StatusCode::CREATED,
@@ -138,5 +156,12 @@ pub async fn retire_agent(
     OptionalJson(body): OptionalJson<RetireAgentRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let reason = body.and_then(|b| b.reason);
-    run(&state, id, &ctx, &headers, AgentCommand::RetireAgent { reason }).await
+    run(
+        &state,
+        id,
+        &ctx,
+        &headers,
+        AgentCommand::RetireAgent { reason },
+    )
+    .await
 }

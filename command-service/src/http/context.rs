@@ -55,8 +55,7 @@ fn valid_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= MAX_ID
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
     ok.then(|| s.to_string())
 }
@@ -69,7 +68,10 @@ pub struct RequestContext {
 
 impl RequestContext {
     /// The metadata map stored with the events, stamped with the decision time.
-    pub fn event_metadata(&self, occurred_at: chrono::DateTime<chrono::Utc>) -> HashMap<String, String> {
+    pub fn event_metadata(
+        &self,
+        occurred_at: chrono::DateTime<chrono::Utc>,
+    ) -> HashMap<String, String> {
         let mut map = self.metadata.to_map();
         map.insert(metadata_keys::OCCURRED_AT.into(), occurred_at.to_rfc3339());
         map
@@ -113,7 +115,12 @@ impl Tokens {
     /// Parses `actor=token,actor=token`.
     pub fn parse(spec: Option<&str>) -> Result<Arc<Self>, String> {
         let mut map = HashMap::new();
-        for pair in spec.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for pair in spec
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (actor, token) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("API token entry {pair:?} is not actor=token"))?;
@@ -149,7 +156,11 @@ fn authenticate(headers: &HeaderMap, tokens: &Tokens) -> Result<String, ApiError
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
-    tokens.0.get(token.trim()).cloned().ok_or(ApiError::Unauthorized)
+    tokens
+        .0
+        .get(token.trim())
+        .cloned()
+        .ok_or(ApiError::Unauthorized)
 }
 
 /// The version a conditional command expects, from `If-Match: "<version>"`.
@@ -165,6 +176,9 @@ pub fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .filter(|v| *v >= 0)
         .map(Some)
         .ok_or_else(|| {
-            ApiError::bad_request("invalid_header", "If-Match must be an aggregate version, e.g. \"3\"")
+            ApiError::bad_request(
+                "invalid_header",
+                "If-Match must be an aggregate version, e.g. \"3\"",
+            )
         })
 }

@@ -40,7 +40,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         async_nats::connection::State::Connected => up(None),
         other => down(format!("connection {other}")),
     };
-    let mut dependencies = BTreeMap::from([("postgres".to_string(), postgres), ("nats".to_string(), nats)]);
+    let mut dependencies = BTreeMap::from([
+        ("postgres".to_string(), postgres),
+        ("nats".to_string(), nats),
+    ]);
     let all_up = dependencies.values().all(|d| d.status == "up");
     let role = match (state.relay_enabled, state.relay.is_leader()) {
         (false, _) => "disabled in this instance",

@@ -105,7 +105,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(limits.request_timeout, timeout))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            timeout,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let header = |name: &str| {
                 req.headers()

@@ -29,7 +29,10 @@ const IDEMPOTENT_TASK_NAMESPACE: Uuid = Uuid::from_u128(0x8f1e_33a0_54c6_4f7b_b3
 /// The task id for an idempotency key: the same key from the same actor always
 /// names the same task, so a retried submit finds it instead of creating another.
 pub fn idempotent_task_id(actor: &str, key: &str) -> Uuid {
-    Uuid::new_v5(&IDEMPOTENT_TASK_NAMESPACE, format!("{actor}\n{key}").as_bytes())
+    Uuid::new_v5(
+        &IDEMPOTENT_TASK_NAMESPACE,
+        format!("{actor}\n{key}").as_bytes(),
+    )
 }
 
 async fn run(
@@ -41,9 +44,21 @@ async fn run(
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let expected = expected_version(headers)?;
     let metadata = ctx.event_metadata(Utc::now());
-    let committed =
-        store::execute(&state.stores.tasks, &id.to_string(), command, metadata, expected).await?;
-    Ok(Json(super::accepted(TASK, id, committed.version, ctx, false)))
+    let committed = store::execute(
+        &state.stores.tasks,
+        &id.to_string(),
+        command,
+        metadata,
+        expected,
+    )
+    .await?;
+    Ok(Json(super::accepted(
+        TASK,
+        id,
+        committed.version,
+        ctx,
+        false,
+    )))
 }
 
 /// Submit a task. With an idempotency key (body or `Idempotency-Key`
@@ -135,7 +150,15 @@ async fn submit(
         now,
     });
     let metadata = ctx.event_metadata(now);
-    match store::execute(&state.stores.tasks, &id.to_string(), command, metadata, None).await {
+    match store::execute(
+        &state.stores.tasks,
+        &id.to_string(),
+        command,
+        metadata,
+        None,
+    )
+    .await
+    {
         Ok(committed) => {
             tracing::info!(task_id = %id, "task submitted");
             Ok((
@@ -146,7 +169,8 @@ async fn submit(
         // With a key, "already exists" (or losing the race to create it) means
         // this is a repeat: answer with the task the key already names.
         Err(e) if key.is_some() && is_already_created(&e) => {
-            let (task, version): (Task, i64) = store::load(&state.stores.tasks, &id.to_string()).await?;
+            let (task, version): (Task, i64) =
+                store::load(&state.stores.tasks, &id.to_string()).await?;
             if task.idempotency_key != key {
                 return Err(e);
             }
@@ -180,7 +204,14 @@ pub async fn cancel_task(
     OptionalJson(body): OptionalJson<CancelTaskRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let reason = body.and_then(|b| b.reason);
-    run(&state, id, &ctx, &headers, TaskCommand::CancelTask { reason }).await
+    run(
+        &state,
+        id,
+        &ctx,
+        &headers,
+        TaskCommand::CancelTask { reason },
+    )
+    .await
 }
 
 /// Assign a queued task to an agent by hand (the coordinator does this
