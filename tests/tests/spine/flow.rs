@@ -290,3 +290,84 @@ async fn api_tokens_authenticate_and_name_the_actor() {
     assert_eq!(actor, "ops", "the token names the actor, not X-Actor");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn graceful_shutdown_flushes_the_outbox() {
+    let db = TestDb::new().await;
+    let nats = NatsServer::start().await;
+    let mut c = config(&db, &nats);
+    // Only notifications or shutdown wake the relay quickly.
+    c.relay_poll_ms = 60_000;
+    let server = start_service(c).await;
+    let api = Api::new(base_url(&server));
+    for _ in 0..25 {
+        api.submit("echo").await;
+    }
+    server.shutdown().await.unwrap();
+    let pool = db.pool().await;
+    assert_eq!(
+        outbox_len(&pool).await,
+        0,
+        "the relay flushed before stopping"
+    );
+    assert_eq!(
+        assert_stream_matches_store(&pool, &nats.url()).await.len(),
+        50
+    );
+}
+
+#[tokio::test]
+async fn aggregates_load_through_snapshots() {
+    let db = TestDb::new().await;
+    let nats = NatsServer::start().await;
+    let mut c = config(&db, &nats);
+    c.snapshot_every = 2;
+    let server = start_service(c).await;
+    let api = Api::new(base_url(&server));
+    let agent = api.create_agent(&["echo"]).await;
+    let task = api.submit("echo").await;
+    api.ok(
+        &format!("/api/v1/tasks/{task}/assign"),
+        json!({"agent_id": agent}),
+    )
+    .await;
+    api.ok(
+        &format!("/api/v1/tasks/{task}/start"),
+        json!({"agent_id": agent}),
+    )
+    .await;
+    for p in [10, 20, 30, 40, 50] {
+        api.ok(
+            &format!("/api/v1/tasks/{task}/progress"),
+            json!({"agent_id": agent, "percent": p}),
+        )
+        .await;
+    }
+    // Decisions after several snapshots still see the right state.
+    let r = api
+        .post(
+            &format!("/api/v1/tasks/{task}/start"),
+            json!({"agent_id": agent}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let done = api
+        .ok(
+            &format!("/api/v1/tasks/{task}/complete"),
+            json!({"agent_id": agent, "output": {}}),
+        )
+        .await;
+    assert_eq!(done["version"], 10);
+    let pool = db.pool().await;
+    let snapshot: (i64, serde_json::Value) = sqlx::query_as(
+        "SELECT last_sequence, payload::jsonb FROM snapshots WHERE aggregate_id = $1",
+    )
+    .bind(&task)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(snapshot.0 >= 8, "snapshot kept up: {}", snapshot.0);
+    assert_eq!(snapshot.1["status"], "succeeded");
+    assert_eq!(snapshot.1["agent_id"], agent);
+    server.shutdown().await.unwrap();
+}
