@@ -1,0 +1,85 @@
+//! Projectors configuration and subcommands.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "projectors", version, about = "SutazAI projections: build read models from the event stream")]
+pub struct Config {
+    /// Postgres holding the read models (the same database as the event store by default).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sutazai", global = true)]
+    pub database_url: String,
+
+    /// NATS server with JetStream.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    pub nats_url: String,
+
+    /// JetStream stream that carries every event.
+    #[arg(long, env = "SUTAZAI_STREAM", default_value = schemas::subjects::DEFAULT_STREAM, global = true)]
+    pub stream_name: String,
+
+    /// Address of the `/metrics`, `/health` and `/health/ready` endpoints.
+    #[arg(long, env = "PROJECTORS_BIND", default_value = "127.0.0.1:8082", global = true)]
+    pub bind: SocketAddr,
+
+    /// Events applied per transaction.
+    #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500, global = true)]
+    pub batch_size: usize,
+
+    /// Tries of a failing event before it is parked as a dead letter.
+    #[arg(long, env = "PROJECTOR_MAX_ATTEMPTS", default_value_t = 3, global = true)]
+    pub max_attempts: u32,
+
+    /// Run the read-model migrations at start.
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub run_migrations: bool,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the projections (the default).
+    Run {
+        /// Run only these projections (comma separated); all by default.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// List parked events.
+    DeadLetters {
+        /// Include re-driven and discarded ones.
+        #[arg(long)]
+        all: bool,
+        /// Only this projection.
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Apply a projection's parked events in order (after a fix).
+    Redrive {
+        #[arg(long, default_value = crate::read_models::NAME)]
+        projection: String,
+        /// Only this aggregate.
+        #[arg(long)]
+        aggregate_id: Option<String>,
+    },
+    /// Give up on one parked event, recording why.
+    Discard {
+        #[arg(long)]
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The defaults, as if no flag or variable were given (for tests).
+    pub fn local() -> Self {
+        Self::parse_from(["projectors"])
+    }
+}

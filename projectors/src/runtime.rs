@@ -1,0 +1,368 @@
+//! The projector runtime: one durable JetStream pull consumer per projection,
+//! events applied in stream order in batches, with the checkpoint stored in
+//! the same Postgres transaction as the read-model change.
+//!
+//! Crash safety: a batch is one transaction (read models + checkpoint +
+//! dead letters) and its messages are acked only after it commits. A crash
+//! before the commit loses the whole batch, which JetStream redelivers; a
+//! crash after the commit but before the acks redelivers messages at or below
+//! the checkpoint, which are skipped. Within a batch each event runs in a
+//! savepoint, so one bad event does not undo the others.
+//!
+//! Failures: an event that cannot be decoded is parked at once (decoding is
+//! deterministic); one whose apply fails is retried `max_attempts` times,
+//! then parked. Every later event of a parked aggregate is parked behind it
+//! until [`crate::dead_letters::redrive`] applies them in order. Other
+//! aggregates keep flowing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use futures::StreamExt;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+
+use crate::dead_letters::{self, Parked};
+use crate::decode::{aggregate_of_subject, decode, ProjectedEvent};
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// The projection had already applied it (a redelivery or duplicate).
+    Skipped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event does not fit the projection's state (a gap in the
+    /// aggregate's sequence, a missing row, a bad value).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A Postgres projection. `apply` runs inside the batch transaction (in a
+/// savepoint) and must guard against re-application with the aggregate's
+/// sequence, so that a duplicate changes nothing.
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync {
+    /// Names the durable consumer, the checkpoint and the dead letters.
+    fn name(&self) -> &str;
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &ProjectedEvent,
+    ) -> Result<Applied, ApplyError>;
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub stream: String,
+    /// Messages per batch (one transaction); also bounds ack-pending.
+    pub batch_size: usize,
+    /// Tries of a failing apply before the event is parked.
+    pub max_attempts: u32,
+    /// How long one fetch waits for messages.
+    pub fetch_wait: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            stream: schemas::subjects::DEFAULT_STREAM.into(),
+            batch_size: 500,
+            max_attempts: 3,
+            fetch_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Live counters of one projection, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ProjectionStatus {
+    pub running: AtomicBool,
+    pub checkpoint: AtomicU64,
+    pub applied: AtomicU64,
+    pub skipped: AtomicU64,
+    pub parked: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub applied: u64,
+    pub skipped: u64,
+    pub parked: u64,
+    pub checkpoint: u64,
+}
+
+/// The durable consumer name of a projection.
+pub fn consumer_name(projection: &str) -> String {
+    format!("projector_{projection}")
+}
+
+/// Serialises batches and re-drives of one projection across processes.
+pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sutazai-projection:' || $1))")
+        .bind(projection)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The checkpoint (last applied stream sequence) of a projection; 0 if none.
+pub async fn checkpoint(conn: &mut PgConnection, projection: &str) -> sqlx::Result<i64> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT stream_sequence FROM projector_checkpoints WHERE projection = $1")
+            .bind(projection)
+            .fetch_optional(conn)
+            .await?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Creates (or finds) the projection's durable consumer, waiting for the
+/// stream to exist.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    settings: &RuntimeSettings,
+    projection: &str,
+) -> Result<consumer::PullConsumer, async_nats::Error> {
+    let stream = js.get_stream(&settings.stream).await?;
+    let name = consumer_name(projection);
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("SutazAI projection {projection}")),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: (settings.batch_size * 2) as i64,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// Applies one batch of messages in one transaction. Messages at or below the
+/// checkpoint are skipped. Errors are database errors of the batch itself
+/// (the caller naks the messages and retries).
+pub async fn process_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    max_attempts: u32,
+    messages: &[(u64, String, async_nats::HeaderMap, bytes::Bytes)],
+) -> Result<BatchOutcome, sqlx::Error> {
+    let name = projection.name();
+    let mut tx = pool.begin().await?;
+    lock_projection(&mut tx, name).await?;
+    let mut last = checkpoint(&mut tx, name).await?.max(0) as u64;
+    let mut parked = dead_letters::parked_aggregates(&mut tx, name).await?;
+    let mut outcome = BatchOutcome::default();
+    for (seq, subject, headers, body) in messages {
+        let seq = *seq;
+        if seq <= last {
+            outcome.skipped += 1;
+            continue;
+        }
+        let raw = Parked {
+            projection: name,
+            stream_sequence: seq,
+            subject,
+            headers,
+            body,
+        };
+        match decode(seq, body) {
+            Err(e) => {
+                let aggregate = aggregate_of_subject(subject);
+                let blocker = aggregate.as_ref().and_then(|a| parked.get(a).copied());
+                let id =
+                    dead_letters::park(&mut tx, &raw, None, &e.to_string(), 1, blocker).await?;
+                if let Some(a) = aggregate {
+                    parked.entry(a).or_insert(id);
+                }
+                outcome.parked += 1;
+            }
+            Ok(event) => {
+                let key = (
+                    event.envelope.aggregate_type.clone(),
+                    event.envelope.aggregate_id.clone(),
+                );
+                if let Some(&blocker) = parked.get(&key) {
+                    let why = format!("waiting behind dead letter {blocker} of the same aggregate");
+                    dead_letters::park(&mut tx, &raw, Some(&event), &why, 0, Some(blocker)).await?;
+                    outcome.parked += 1;
+                } else {
+                    match apply_with_retries(&mut tx, projection, &event, max_attempts).await? {
+                        Ok(Applied::Applied) => outcome.applied += 1,
+                        Ok(Applied::Skipped) => outcome.skipped += 1,
+                        Err((error, attempts)) => {
+                            let id = dead_letters::park(
+                                &mut tx,
+                                &raw,
+                                Some(&event),
+                                &error,
+                                attempts,
+                                None,
+                            )
+                            .await?;
+                            tracing::warn!(projection = name, stream_sequence = seq,
+                                aggregate_id = %key.1, dead_letter = id, %error, "event parked");
+                            parked.insert(key, id);
+                            outcome.parked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        last = seq;
+    }
+    sqlx::query(
+        "INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) VALUES ($1, $2, now()) \
+         ON CONFLICT (projection) DO UPDATE SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now()",
+    )
+    .bind(name)
+    .bind(last as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    outcome.checkpoint = last;
+    Ok(outcome)
+}
+
+/// Applies in a savepoint, up to `max_attempts` times. The outer error is a
+/// failure of the transaction itself; the inner one is why the event failed.
+pub async fn apply_with_retries(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    event: &ProjectedEvent,
+    max_attempts: u32,
+) -> Result<Result<Applied, (String, u32)>, sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut savepoint = conn.begin().await?;
+        match projection.apply(&mut savepoint, event).await {
+            Ok(applied) => {
+                savepoint.commit().await?;
+                return Ok(Ok(applied));
+            }
+            Err(e) => {
+                savepoint.rollback().await?;
+                if attempt >= max_attempts.max(1) {
+                    return Ok(Err((e.to_string(), attempt)));
+                }
+            }
+        }
+    }
+}
+
+/// Runs one projection until `shutdown` turns true.
+pub async fn run(
+    pool: PgPool,
+    js: jetstream::Context,
+    projection: Arc<dyn Projection>,
+    settings: RuntimeSettings,
+    status: Arc<ProjectionStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = projection.name().to_string();
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        let consumer = match ensure_consumer(&js, &settings, &name).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(projection = %name, error = %e, "no consumer yet (is the stream created?); retrying");
+                sleep_or_stop(&mut shutdown, &mut backoff).await;
+                continue;
+            }
+        };
+        status.running.store(true, Ordering::Relaxed);
+        tracing::info!(projection = %name, "projection running");
+        if let Err(e) = consume(&pool, &consumer, projection.as_ref(), &settings, &status, &mut shutdown).await {
+            tracing::warn!(projection = %name, error = %e, "consumer failed; restarting it");
+            sleep_or_stop(&mut shutdown, &mut backoff).await;
+        }
+        status.running.store(false, Ordering::Relaxed);
+    }
+}
+
+async fn consume(
+    pool: &PgPool,
+    consumer: &consumer::PullConsumer,
+    projection: &dyn Projection,
+    settings: &RuntimeSettings,
+    status: &ProjectionStatus,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), async_nats::Error> {
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(settings.batch_size)
+            .expires(settings.fetch_wait)
+            .messages()
+            .await?;
+        let mut messages = Vec::with_capacity(settings.batch_size);
+        while let Some(m) = batch.next().await {
+            messages.push(m?);
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let parts: Vec<_> = messages
+            .iter()
+            .filter_map(|m| {
+                let info = m.info().ok()?;
+                Some((
+                    info.stream_sequence,
+                    m.subject.to_string(),
+                    m.headers.clone().unwrap_or_default(),
+                    m.payload.clone(),
+                ))
+            })
+            .collect();
+        match process_batch(pool, projection, settings.max_attempts, &parts).await {
+            Ok(outcome) => {
+                for m in &messages {
+                    m.ack().await?;
+                }
+                status.checkpoint.store(outcome.checkpoint, Ordering::Relaxed);
+                status.applied.fetch_add(outcome.applied, Ordering::Relaxed);
+                status.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
+                status.parked.fetch_add(outcome.parked, Ordering::Relaxed);
+                status.batches.fetch_add(1, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                tracing::warn!(projection = projection.name(), error = %e, "batch failed; will be redelivered");
+                for m in &messages {
+                    m.ack_with(AckKind::Nak(None)).await?;
+                }
+                sleep_or_stop(shutdown, &mut backoff).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_or_stop(shutdown: &mut watch::Receiver<bool>, backoff: &mut Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = shutdown.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+}
+
+/// Parked aggregates of a projection → the dead letter each waits behind.
+pub type ParkedAggregates = HashMap<(String, String), i64>;
