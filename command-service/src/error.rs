@@ -1,7 +1,7 @@
 //! The service's one error type, mapped once to an HTTP problem+json answer.
 //! Database and internal failures are logged and never shown to the client.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cqrs_es::AggregateError;
 use domain::DomainError;
@@ -145,22 +145,11 @@ impl IntoResponse for ApiError {
             }
             _ => Some(self.to_string()),
         };
-        problem_response(Problem::new(
+        service_kit::problem_response(Problem::new(
             status.as_u16(),
             self.code(),
             self.title(),
             detail,
         ))
     }
-}
-
-/// Serialises a problem with its media type.
-pub fn problem_response(problem: Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, axum::Json(problem)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(schemas::problem::CONTENT_TYPE),
-    );
-    response
 }

@@ -9,7 +9,6 @@
 //! - [`error`]: [`error::ApiError`], mapped once to problem+json.
 //! - [`relay`]: the outbox relay; [`stream`]: the JetStream stream;
 //!   [`leader`]: advisory-lock leader election.
-//! - [`telemetry`]: structured logs.
 //!
 //! [`Server::start`] runs the whole service on a given listener so that tests
 //! start the real thing in process.
@@ -22,7 +21,6 @@ pub mod leader;
 pub mod relay;
 pub mod store;
 pub mod stream;
-pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -183,29 +181,7 @@ impl Drop for AbortOnDrop {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = TcpListener::bind(config.bind).await?;
     let server = Server::start(config, listener).await?;
-    shutdown_signal().await;
+    service_kit::shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight commands and flushing the outbox");
     server.shutdown().await
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

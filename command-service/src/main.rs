@@ -1,5 +1,6 @@
 use clap::Parser;
-use command_service::{serve, telemetry, Config};
+use command_service::{serve, Config};
+use service_kit::telemetry;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

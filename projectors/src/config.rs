@@ -5,14 +5,28 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "projectors", version, about = "SutazAI projections: build read models from the event stream")]
+#[command(
+    name = "projectors",
+    version,
+    about = "SutazAI projections: build read models from the event stream"
+)]
 pub struct Config {
     /// Postgres holding the read models (the same database as the event store by default).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/sutazai", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/sutazai",
+        global = true
+    )]
     pub database_url: String,
 
     /// NATS server with JetStream.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
     pub nats_url: String,
 
     /// JetStream stream that carries every event.
@@ -20,15 +34,30 @@ pub struct Config {
     pub stream_name: String,
 
     /// Address of the `/metrics`, `/health` and `/health/ready` endpoints.
-    #[arg(long, env = "PROJECTORS_BIND", default_value = "127.0.0.1:8082", global = true)]
+    #[arg(
+        long,
+        env = "PROJECTORS_BIND",
+        default_value = "127.0.0.1:8082",
+        global = true
+    )]
     pub bind: SocketAddr,
 
     /// Events applied per transaction.
-    #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500, global = true)]
+    #[arg(
+        long,
+        env = "PROJECTOR_BATCH_SIZE",
+        default_value_t = 500,
+        global = true
+    )]
     pub batch_size: usize,
 
     /// Tries of a failing event before it is parked as a dead letter.
-    #[arg(long, env = "PROJECTOR_MAX_ATTEMPTS", default_value_t = 3, global = true)]
+    #[arg(
+        long,
+        env = "PROJECTOR_MAX_ATTEMPTS",
+        default_value_t = 3,
+        global = true
+    )]
     pub max_attempts: u32,
 
     /// Run the read-model migrations at start.

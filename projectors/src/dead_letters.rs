@@ -21,7 +21,10 @@ pub struct Parked<'a> {
 fn headers_json(h: &async_nats::HeaderMap) -> Value {
     let mut map = Map::new();
     for (name, values) in h.iter() {
-        let v: Vec<Value> = values.iter().map(|v| Value::String(v.to_string())).collect();
+        let v: Vec<Value> = values
+            .iter()
+            .map(|v| Value::String(v.to_string()))
+            .collect();
         map.insert(name.to_string(), Value::Array(v));
     }
     Value::Object(map)
@@ -46,7 +49,12 @@ pub async fn park(
         ),
         None => {
             let agg = crate::decode::aggregate_of_subject(message.subject);
-            (agg.as_ref().map(|a| a.0.clone()), agg.map(|a| a.1), None, None)
+            (
+                agg.as_ref().map(|a| a.0.clone()),
+                agg.map(|a| a.1),
+                None,
+                None,
+            )
         }
     };
     sqlx::query_scalar(
@@ -109,7 +117,11 @@ pub struct DeadLetter {
 }
 
 /// Dead letters of a projection (or all), parked ones only unless `all`.
-pub async fn list(pool: &PgPool, projection: Option<&str>, all: bool) -> sqlx::Result<Vec<DeadLetter>> {
+pub async fn list(
+    pool: &PgPool,
+    projection: Option<&str>,
+    all: bool,
+) -> sqlx::Result<Vec<DeadLetter>> {
     sqlx::query_as(
         "SELECT id, projection, stream_sequence, subject, aggregate_type, aggregate_id, sequence, \
                 event_type, error, attempts, blocked_by, status, parked_at, resolved_at, resolution \

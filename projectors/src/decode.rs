@@ -60,7 +60,8 @@ pub fn decode(stream_sequence: u64, body: &[u8]) -> Result<ProjectedEvent, Decod
             (DomainEvent::Agent(e), t)
         }
         TASK => {
-            let e: TaskEvent = serde_json::from_value(payload).map_err(|e| payload_error(TASK, e))?;
+            let e: TaskEvent =
+                serde_json::from_value(payload).map_err(|e| payload_error(TASK, e))?;
             let t = e.event_type();
             (DomainEvent::Task(e), t)
         }
@@ -82,7 +83,9 @@ pub fn decode(stream_sequence: u64, body: &[u8]) -> Result<ProjectedEvent, Decod
 /// The aggregate a subject `sutazai.events.<type>.<id>` names, for parking a
 /// message whose body cannot be read.
 pub fn aggregate_of_subject(subject: &str) -> Option<(String, String)> {
-    let rest = subject.strip_prefix(schemas::subjects::EVENTS_PREFIX)?.strip_prefix('.')?;
+    let rest = subject
+        .strip_prefix(schemas::subjects::EVENTS_PREFIX)?
+        .strip_prefix('.')?;
     let (t, id) = rest.split_once('.')?;
     Some((t.to_string(), id.to_string()))
 }
@@ -106,24 +109,43 @@ mod tests {
 
     #[test]
     fn decodes_a_known_event() {
-        let e = decode(7, &envelope("TaskQueued", "1.0", json!({"TaskQueued": {"attempt": 1}}))).unwrap();
+        let e = decode(
+            7,
+            &envelope("TaskQueued", "1.0", json!({"TaskQueued": {"attempt": 1}})),
+        )
+        .unwrap();
         assert_eq!(e.stream_sequence, 7);
-        assert!(matches!(e.event, DomainEvent::Task(TaskEvent::TaskQueued(_))));
+        assert!(matches!(
+            e.event,
+            DomainEvent::Task(TaskEvent::TaskQueued(_))
+        ));
     }
 
     #[test]
     fn each_bad_message_has_its_kind() {
-        assert!(matches!(decode(1, b"not json"), Err(DecodeError::Envelope(_))));
         assert!(matches!(
-            decode(1, &envelope("TaskFrobnicated", "1.0", json!({"TaskFrobnicated": {}}))),
+            decode(1, b"not json"),
+            Err(DecodeError::Envelope(_))
+        ));
+        assert!(matches!(
+            decode(
+                1,
+                &envelope("TaskFrobnicated", "1.0", json!({"TaskFrobnicated": {}}))
+            ),
             Err(DecodeError::Payload { .. })
         ));
         assert!(matches!(
-            decode(1, &envelope("TaskQueued", "2.0", json!({"TaskQueued": {"attempt": 1}}))),
+            decode(
+                1,
+                &envelope("TaskQueued", "2.0", json!({"TaskQueued": {"attempt": 1}}))
+            ),
             Err(DecodeError::Version(_))
         ));
         assert!(matches!(
-            decode(1, &envelope("TaskStarted", "1.0", json!({"TaskQueued": {"attempt": 1}}))),
+            decode(
+                1,
+                &envelope("TaskStarted", "1.0", json!({"TaskQueued": {"attempt": 1}}))
+            ),
             Err(DecodeError::TypeMismatch { .. })
         ));
     }

@@ -37,7 +37,10 @@ async fn stream_last_sequence(state: &MetricsState) -> Option<u64> {
         let mut stream = js.get_stream(&state.stream).await.ok()?;
         stream.info().await.ok().map(|i| i.state.last_sequence)
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
@@ -54,17 +57,46 @@ async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    family(&mut out, "sutazai_stream_last_sequence", "gauge", "Last sequence of the events stream.");
+    family(
+        &mut out,
+        "sutazai_stream_last_sequence",
+        "gauge",
+        "Last sequence of the events stream.",
+    );
     if let Some(last) = last {
         let _ = writeln!(out, "sutazai_stream_last_sequence {last}");
     }
     for (metric, kind, help) in [
-        ("sutazai_projector_checkpoint", "gauge", "Last stream sequence the projection applied."),
-        ("sutazai_projector_lag", "gauge", "Stream events not yet applied by the projection."),
-        ("sutazai_projector_dead_letters", "gauge", "Events parked for the projection."),
-        ("sutazai_projector_events_applied_total", "counter", "Events applied since start."),
-        ("sutazai_projector_events_skipped_total", "counter", "Duplicate deliveries skipped since start."),
-        ("sutazai_projector_events_parked_total", "counter", "Events parked since start."),
+        (
+            "sutazai_projector_checkpoint",
+            "gauge",
+            "Last stream sequence the projection applied.",
+        ),
+        (
+            "sutazai_projector_lag",
+            "gauge",
+            "Stream events not yet applied by the projection.",
+        ),
+        (
+            "sutazai_projector_dead_letters",
+            "gauge",
+            "Events parked for the projection.",
+        ),
+        (
+            "sutazai_projector_events_applied_total",
+            "counter",
+            "Events applied since start.",
+        ),
+        (
+            "sutazai_projector_events_skipped_total",
+            "counter",
+            "Duplicate deliveries skipped since start.",
+        ),
+        (
+            "sutazai_projector_events_parked_total",
+            "counter",
+            "Events parked since start.",
+        ),
     ] {
         family(&mut out, metric, kind, help);
         for (name, status) in &state.projections {
@@ -81,8 +113,12 @@ async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
                         .find(|(p, _)| p == name)
                         .map_or(0, |(_, n)| (*n).max(0) as u64),
                 ),
-                "sutazai_projector_events_applied_total" => Some(status.applied.load(Ordering::Relaxed)),
-                "sutazai_projector_events_skipped_total" => Some(status.skipped.load(Ordering::Relaxed)),
+                "sutazai_projector_events_applied_total" => {
+                    Some(status.applied.load(Ordering::Relaxed))
+                }
+                "sutazai_projector_events_skipped_total" => {
+                    Some(status.skipped.load(Ordering::Relaxed))
+                }
                 _ => Some(status.parked.load(Ordering::Relaxed)),
             };
             if let Some(v) = value {
@@ -102,8 +138,14 @@ async fn ready(State(state): State<MetricsState>) -> (StatusCode, Json<serde_jso
     let pg_up = matches!(pg, Ok(Ok(_)));
     let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
     let mut deps = serde_json::Map::new();
-    deps.insert("postgres".into(), json!({"status": if pg_up {"up"} else {"down"}}));
-    deps.insert("nats".into(), json!({"status": if nats_up {"up"} else {"down"}}));
+    deps.insert(
+        "postgres".into(),
+        json!({"status": if pg_up {"up"} else {"down"}}),
+    );
+    deps.insert(
+        "nats".into(),
+        json!({"status": if nats_up {"up"} else {"down"}}),
+    );
     let mut all = pg_up && nats_up;
     for (name, status) in &state.projections {
         let running = status.running.load(Ordering::Relaxed);
@@ -113,7 +155,11 @@ async fn ready(State(state): State<MetricsState>) -> (StatusCode, Json<serde_jso
             json!({"status": if running {"up"} else {"down"}}),
         );
     }
-    let code = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         code,
         Json(json!({"status": if all {"ready"} else {"not_ready"}, "dependencies": deps})),

@@ -66,7 +66,11 @@ pub fn select(only: &[String]) -> Result<Vec<Arc<dyn Projection>>, StartError> {
     if only.is_empty() {
         return Ok(all);
     }
-    let known = all.iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ");
+    let known = all
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     only.iter()
         .map(|name| {
             all.iter()

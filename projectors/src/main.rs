@@ -3,18 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use projectors::config::Command;
 use projectors::{connect_pool, dead_letters, select, Config, Projectors};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log_format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+    service_kit::telemetry::init(&config.log_format);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -25,12 +18,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    match config.command.clone().unwrap_or(Command::Run { only: vec![] }) {
+    match config
+        .command
+        .clone()
+        .unwrap_or(Command::Run { only: vec![] })
+    {
         Command::Run { only } => {
             let projections = select(&only)?;
             let listener = tokio::net::TcpListener::bind(config.bind).await?;
             let running = Projectors::start(&config, projections, listener).await?;
-            shutdown_signal().await;
+            service_kit::shutdown_signal().await;
             tracing::info!("stopping after the batch in flight");
             running.shutdown().await;
         }
@@ -47,9 +44,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let pool = connect_pool(&config).await?;
             let chosen = select(std::slice::from_ref(&projection))?;
             for p in chosen {
-                let report =
-                    dead_letters::redrive(&pool, p.as_ref(), aggregate_id.as_deref(), config.max_attempts)
-                        .await?;
+                let report = dead_letters::redrive(
+                    &pool,
+                    p.as_ref(),
+                    aggregate_id.as_deref(),
+                    config.max_attempts,
+                )
+                .await?;
                 println!("{}", serde_json::to_string(&report)?);
             }
         }
@@ -65,22 +66,4 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -47,11 +47,12 @@ impl Projection for ReadModels {
             DomainEvent::Agent(AgentEvent::AgentCreated(_))
                 | DomainEvent::Task(TaskEvent::TaskSubmitted(_))
         );
-        let version: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE id = $1 FOR UPDATE"))
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let version: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT version FROM {table} WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
         match version {
             Some(v) if seq <= v => return Ok(Applied::Skipped),
             Some(v) if seq != v + 1 => {
@@ -279,7 +280,10 @@ async fn apply_task(
         }
         TaskEvent::TaskTimedOut(e) => {
             let phase = serde_json::to_value(e.phase).unwrap_or_default();
-            let error = format!("timed out ({} timeout)", phase.as_str().unwrap_or("unknown"));
+            let error = format!(
+                "timed out ({} timeout)",
+                phase.as_str().unwrap_or("unknown")
+            );
             let failure = json!({"attempt": e.attempt, "agent_id": e.agent_id, "error": error,
                 "retryable": e.phase != TimeoutPhase::Queue, "at": at});
             update!(
@@ -303,9 +307,9 @@ fn event_agent(e: &TaskEvent) -> Option<Uuid> {
         TaskEvent::TaskFailed(f) => f.agent_id,
         TaskEvent::TaskCancelled(c) => c.agent_id,
         TaskEvent::TaskTimedOut(t) => t.agent_id,
-        TaskEvent::TaskScheduled(_) | TaskEvent::TaskQueued(_) | TaskEvent::TaskRetryScheduled(_) => {
-            None
-        }
+        TaskEvent::TaskScheduled(_)
+        | TaskEvent::TaskQueued(_)
+        | TaskEvent::TaskRetryScheduled(_) => None,
     }
 }
 

@@ -120,11 +120,12 @@ pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx:
 
 /// The checkpoint (last applied stream sequence) of a projection; 0 if none.
 pub async fn checkpoint(conn: &mut PgConnection, projection: &str) -> sqlx::Result<i64> {
-    let v: Option<i64> =
-        sqlx::query_scalar("SELECT stream_sequence FROM projector_checkpoints WHERE projection = $1")
-            .bind(projection)
-            .fetch_optional(conn)
-            .await?;
+    let v: Option<i64> = sqlx::query_scalar(
+        "SELECT stream_sequence FROM projector_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(conn)
+    .await?;
     Ok(v.unwrap_or(0))
 }
 
@@ -289,7 +290,16 @@ pub async fn run(
         };
         status.running.store(true, Ordering::Relaxed);
         tracing::info!(projection = %name, "projection running");
-        if let Err(e) = consume(&pool, &consumer, projection.as_ref(), &settings, &status, &mut shutdown).await {
+        if let Err(e) = consume(
+            &pool,
+            &consumer,
+            projection.as_ref(),
+            &settings,
+            &status,
+            &mut shutdown,
+        )
+        .await
+        {
             tracing::warn!(projection = %name, error = %e, "consumer failed; restarting it");
             sleep_or_stop(&mut shutdown, &mut backoff).await;
         }
@@ -337,7 +347,9 @@ async fn consume(
                 for m in &messages {
                     m.ack().await?;
                 }
-                status.checkpoint.store(outcome.checkpoint, Ordering::Relaxed);
+                status
+                    .checkpoint
+                    .store(outcome.checkpoint, Ordering::Relaxed);
                 status.applied.fetch_add(outcome.applied, Ordering::Relaxed);
                 status.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
                 status.parked.fetch_add(outcome.parked, Ordering::Relaxed);

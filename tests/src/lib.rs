@@ -198,7 +198,7 @@ pub fn config(db: &TestDb, nats: &NatsServer) -> Config {
 /// Starts the command service in process on a free port.
 pub async fn start_service(config: Config) -> Server {
     if std::env::var("RUST_LOG").is_ok() {
-        command_service::telemetry::init("text");
+        service_kit::telemetry::init("text");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

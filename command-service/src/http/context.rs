@@ -1,64 +1,21 @@
 //! Who is asking and which request this is: request, correlation and causation
-//! ids (assigned by [`assign_ids`]) and the actor (from the API token).
+//! ids (assigned by `service_kit::ids::assign_ids`) and the actor (from the API token).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName};
 use schemas::envelope::metadata_keys;
 use schemas::EventMetadata;
+use service_kit::ids::{rule, valid_id, CAUSATION_ID, CORRELATION_ID, REQUEST_ID};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::error::ApiError;
 
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
-pub static CAUSATION_ID: HeaderName = HeaderName::from_static("x-causation-id");
 pub static ACTOR: HeaderName = HeaderName::from_static("x-actor");
-
-const MAX_ID: usize = 128;
-
-/// Makes sure every request has a valid request id and correlation id
-/// (taken from the client when given, new otherwise), and echoes both back.
-pub async fn assign_ids(mut request: Request, next: Next) -> Response {
-    let mut ids = Vec::with_capacity(2);
-    for name in [&REQUEST_ID, &CORRELATION_ID] {
-        let value = match request.headers().get(name) {
-            Some(v) => match valid_id(v) {
-                Some(v) => v,
-                None => {
-                    return ApiError::bad_request(
-                        "invalid_header",
-                        format!("{name} must be 1-{MAX_ID} characters of A-Z a-z 0-9 . _ : -"),
-                    )
-                    .into_response()
-                }
-            },
-            None => Uuid::new_v4().to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            request.headers_mut().insert(name.clone(), v.clone());
-            ids.push((name.clone(), v));
-        }
-    }
-    let mut response = next.run(request).await;
-    response.headers_mut().extend(ids);
-    response
-}
-
-fn valid_id(value: &HeaderValue) -> Option<String> {
-    let s = value.to_str().ok()?;
-    let ok = !s.is_empty()
-        && s.len() <= MAX_ID
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-    ok.then(|| s.to_string())
-}
 
 /// The ids and actor that every event of a command carries in its metadata.
 #[derive(Debug, Clone)]
@@ -88,12 +45,8 @@ impl FromRequestParts<AppState> for RequestContext {
         let correlation_id = header(&CORRELATION_ID).unwrap_or_else(|| request_id.clone());
         let causation_id = match headers.get(&CAUSATION_ID) {
             None => request_id.clone(),
-            Some(v) => valid_id(v).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_header",
-                    format!("{CAUSATION_ID} must be 1-{MAX_ID} characters of A-Z a-z 0-9 . _ : -"),
-                )
-            })?,
+            Some(v) => valid_id(v)
+                .ok_or_else(|| ApiError::bad_request("invalid_header", rule(&CAUSATION_ID)))?,
         };
         let actor = authenticate(headers, &state.tokens)?;
         Ok(Self {
@@ -143,12 +96,9 @@ fn authenticate(headers: &HeaderMap, tokens: &Tokens) -> Result<String, ApiError
     if !tokens.enabled() {
         return match headers.get(&ACTOR) {
             None => Ok("anonymous".into()),
-            Some(v) => valid_id(v).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_header",
-                    format!("{ACTOR} must be 1-{MAX_ID} characters of A-Z a-z 0-9 . _ : -"),
-                )
-            }),
+            Some(v) => {
+                valid_id(v).ok_or_else(|| ApiError::bad_request("invalid_header", rule(&ACTOR)))
+            }
         };
     }
     let token = headers

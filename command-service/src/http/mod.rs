@@ -16,7 +16,6 @@ use axum::Router;
 use schemas::http::CommandAccepted;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -109,26 +108,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             limits.request_timeout,
             timeout,
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
-                .make_span_with(|req: &Request| {
-                    let header = |name: &str| {
-                        req.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    tracing::info_span!("request",
-                        method = %req.method(),
-                        path = %req.uri().path(),
-                        request_id = %header("x-request-id"),
-                        correlation_id = %header("x-correlation-id"),
-                    )
-                }),
-        )
-        .layer(middleware::from_fn(context::assign_ids))
+        .layer(service_kit::trace_layer())
+        .layer(middleware::from_fn(service_kit::ids::assign_ids))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))

@@ -1,0 +1,104 @@
+//! HTTP and process plumbing shared by the three SutazAI binaries
+//! (command-service, query-service, projectors). It earns its place by keeping
+//! one definition of what every server must do alike: problem+json bodies,
+//! request and correlation ids on every request and log line, structured
+//! logs, and graceful shutdown on SIGTERM. It holds no domain logic.
+//!
+//! Layout:
+//! - [`problem_response`]: an RFC 7807 body with its media type.
+//! - [`ids`]: the request/correlation id middleware and header rules.
+//! - [`trace_layer`]: the per-request span and response log line.
+//! - [`telemetry`]: the global log subscriber.
+//! - [`shutdown_signal`]: SIGTERM or Ctrl-C.
+#![forbid(unsafe_code)]
+
+pub mod ids;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use schemas::Problem;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnResponse, MakeSpan, TraceLayer};
+
+/// Serialises a problem with its media type.
+pub fn problem_response(problem: Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, axum::Json(problem)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(schemas::problem::CONTENT_TYPE),
+    );
+    response
+}
+
+/// Names each request's span with its method, path, request id and
+/// correlation id, so every log line inside a request carries them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, req: &axum::http::Request<B>) -> tracing::Span {
+        let header = |name: &axum::http::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        tracing::info_span!("request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = %header(&ids::REQUEST_ID),
+            correlation_id = %header(&ids::CORRELATION_ID),
+        )
+    }
+}
+
+/// Request tracing: one span per request and one INFO line per response.
+pub fn trace_layer(
+) -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), DefaultOnResponse> {
+    TraceLayer::new_for_http()
+        .make_span_with(RequestSpan)
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+}
+
+/// Structured logging, one line per event, as text or JSON.
+pub mod telemetry {
+    use tracing_subscriber::EnvFilter;
+
+    /// Installs the global subscriber; a second call (e.g. in tests) is a no-op.
+    pub fn init(format: &str) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = if format == "json" {
+            builder.json().flatten_event(true).try_init()
+        } else {
+            builder.try_init()
+        };
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
