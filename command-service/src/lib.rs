@@ -7,8 +7,7 @@
 //! - [`http`]: routes, extractors, problem answers, OpenAPI, health.
 //! - [`store`]: running a command against the event store.
 //! - [`error`]: [`error::ApiError`], mapped once to problem+json.
-//! - [`relay`]: the outbox relay; [`stream`]: the JetStream stream;
-//!   [`leader`]: advisory-lock leader election.
+//! - [`relay`]: the outbox relay; [`stream`]: the JetStream stream.
 //!
 //! [`Server::start`] runs the whole service on a given listener so that tests
 //! start the real thing in process.
@@ -17,7 +16,6 @@
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod leader;
 pub mod relay;
 pub mod store;
 pub mod stream;

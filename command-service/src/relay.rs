@@ -1,7 +1,7 @@
 //! The outbox relay: publishes every committed event to JetStream, in order per
 //! aggregate, exactly once in effect.
 //!
-//! - One relay is active across all instances ([`crate::leader`]); it reads and
+//! - One relay is active across all instances (`service_kit::leader`); it reads and
 //!   deletes outbox rows on the very connection that holds the lock, so a relay
 //!   that lost its connection (and with it the lock) can no longer delete.
 //! - Rows are read in id order and published with `Nats-Msg-Id` =
@@ -32,8 +32,8 @@ use sqlx::postgres::{PgListener, PgPool};
 use sqlx::PgConnection;
 use tokio::sync::watch;
 
-use crate::leader;
 use crate::stream::{ensure_stream, StreamSettings};
+use service_kit::leader;
 
 /// Channel the outbox trigger notifies on.
 pub const CHANNEL: &str = "sutazai_outbox";

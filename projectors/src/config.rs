@@ -33,6 +33,15 @@ pub struct Config {
     #[arg(long, env = "SUTAZAI_STREAM", default_value = schemas::subjects::DEFAULT_STREAM, global = true)]
     pub stream_name: String,
 
+    /// Prefix of the durable JetStream consumer names (one per projection).
+    #[arg(
+        long,
+        env = "PROJECTOR_CONSUMER_PREFIX",
+        default_value = "projector",
+        global = true
+    )]
+    pub consumer_prefix: String,
+
     /// Address of the `/metrics`, `/health` and `/health/ready` endpoints.
     #[arg(
         long,

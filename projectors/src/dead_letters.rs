@@ -157,6 +157,15 @@ pub async fn discard(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<bool>
     Ok(done.rows_affected() == 1)
 }
 
+#[derive(sqlx::FromRow)]
+struct ParkedRow {
+    id: i64,
+    stream_sequence: i64,
+    aggregate_type: Option<String>,
+    aggregate_id: Option<String>,
+    raw: Vec<u8>,
+}
+
 /// What a re-drive did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RedriveReport {
@@ -176,8 +185,8 @@ pub async fn redrive(
     let name = projection.name();
     let mut tx = pool.begin().await?;
     lock_projection(&mut tx, name).await?;
-    let rows: Vec<(i64, i64, String, Option<String>, Option<String>, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, stream_sequence, subject, aggregate_type, aggregate_id, raw FROM dead_letters \
+    let rows: Vec<ParkedRow> = sqlx::query_as(
+        "SELECT id, stream_sequence, aggregate_type, aggregate_id, raw FROM dead_letters \
          WHERE projection = $1 AND status = 'parked' AND ($2::text IS NULL OR aggregate_id = $2) \
          ORDER BY aggregate_type, aggregate_id, stream_sequence",
     )
@@ -187,7 +196,14 @@ pub async fn redrive(
     .await?;
     let mut report = RedriveReport::default();
     let mut blocked: Option<(Option<String>, Option<String>, i64)> = None;
-    for (id, seq, _subject, agg_type, agg_id, raw) in rows {
+    for ParkedRow {
+        id,
+        stream_sequence: seq,
+        aggregate_type: agg_type,
+        aggregate_id: agg_id,
+        raw,
+    } in rows
+    {
         if let Some((t, a, head)) = &blocked {
             if *t == agg_type && *a == agg_id {
                 sqlx::query("UPDATE dead_letters SET blocked_by = $2 WHERE id = $1")

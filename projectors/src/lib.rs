@@ -118,6 +118,7 @@ impl Projectors {
         let js = async_nats::jetstream::new(nats.clone());
         let settings = RuntimeSettings {
             stream: config.stream_name.clone(),
+            consumer_prefix: config.consumer_prefix.clone(),
             batch_size: config.batch_size.max(1),
             max_attempts: config.max_attempts.max(1),
             ..RuntimeSettings::default()

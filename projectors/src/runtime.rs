@@ -2,6 +2,9 @@
 //! events applied in stream order in batches, with the checkpoint stored in
 //! the same Postgres transaction as the read-model change.
 //!
+//! One instance applies a projection at a time (an advisory lock); it
+//! positions the durable consumer just after the checkpoint when it starts.
+//!
 //! Crash safety: a batch is one transaction (read models + checkpoint +
 //! dead letters) and its messages are acked only after it commits. A crash
 //! before the commit loses the whole batch, which JetStream redelivers; a
@@ -27,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::dead_letters::{self, Parked};
 use crate::decode::{aggregate_of_subject, decode, ProjectedEvent};
+use service_kit::leader;
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,9 @@ pub trait Projection: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     pub stream: String,
+    /// Prefix of durable consumer names, so that two deployments (or a
+    /// rebuild) can follow one stream side by side.
+    pub consumer_prefix: String,
     /// Messages per batch (one transaction); also bounds ack-pending.
     pub batch_size: usize,
     /// Tries of a failing apply before the event is parked.
@@ -77,6 +84,7 @@ impl Default for RuntimeSettings {
     fn default() -> Self {
         Self {
             stream: schemas::subjects::DEFAULT_STREAM.into(),
+            consumer_prefix: "projector".into(),
             batch_size: 500,
             max_attempts: 3,
             fetch_wait: Duration::from_millis(200),
@@ -105,8 +113,8 @@ pub struct BatchOutcome {
 }
 
 /// The durable consumer name of a projection.
-pub fn consumer_name(projection: &str) -> String {
-    format!("projector_{projection}")
+pub fn consumer_name(prefix: &str, projection: &str) -> String {
+    format!("{prefix}_{projection}")
 }
 
 /// Serialises batches and re-drives of one projection across processes.
@@ -129,28 +137,39 @@ pub async fn checkpoint(conn: &mut PgConnection, projection: &str) -> sqlx::Resu
     Ok(v.unwrap_or(0))
 }
 
-/// Creates (or finds) the projection's durable consumer, waiting for the
-/// stream to exist.
-pub async fn ensure_consumer(
+/// (Re)creates the projection's durable consumer positioned just after the
+/// Postgres checkpoint. The checkpoint is the truth and the consumer only a
+/// cursor: starting from it after every (re)start means messages a dead
+/// instance held unacked cannot arrive out of order later.
+pub async fn reset_consumer(
     js: &jetstream::Context,
     settings: &RuntimeSettings,
     projection: &str,
+    checkpoint: u64,
 ) -> Result<consumer::PullConsumer, async_nats::Error> {
     let stream = js.get_stream(&settings.stream).await?;
-    let name = consumer_name(projection);
+    let name = consumer_name(&settings.consumer_prefix, projection);
+    match stream.delete_consumer(&name).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let deliver_policy = match checkpoint {
+        0 => consumer::DeliverPolicy::All,
+        n => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: n + 1,
+        },
+    };
     let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("SutazAI projection {projection}")),
-                ack_policy: consumer::AckPolicy::Explicit,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: (settings.batch_size * 2) as i64,
-                ..Default::default()
-            },
-        )
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("SutazAI projection {projection}")),
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: (settings.batch_size * 2) as i64,
+            ..Default::default()
+        })
         .await?;
     Ok(consumer)
 }
@@ -268,7 +287,9 @@ pub async fn apply_with_retries(
     }
 }
 
-/// Runs one projection until `shutdown` turns true.
+/// Runs one projection until `shutdown` turns true: stands by until this
+/// instance leads the projection (an advisory lock), then consumes from the
+/// checkpoint. Any consumer or batch failure restarts from the checkpoint.
 pub async fn run(
     pool: PgPool,
     js: jetstream::Context,
@@ -278,9 +299,31 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = projection.name().to_string();
+    let lock = leader::projection_lock(&settings.consumer_prefix, &name);
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
-        let consumer = match ensure_consumer(&js, &settings, &name).await {
+        let mut lock_conn = match leader::try_lead(&pool, lock).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => {
+                tracing::debug!(projection = %name, "another instance runs this projection; standing by");
+                sleep_or_stop(&mut shutdown, &mut Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(projection = %name, error = %e, "cannot reach Postgres; retrying");
+                sleep_or_stop(&mut shutdown, &mut backoff).await;
+                continue;
+            }
+        };
+        let start = match pool.acquire().await {
+            Ok(mut c) => checkpoint(&mut c, &name).await,
+            Err(e) => Err(e),
+        };
+        let consumer = match start {
+            Ok(cp) => reset_consumer(&js, &settings, &name, cp.max(0) as u64).await,
+            Err(e) => Err(e.into()),
+        };
+        let consumer = match consumer {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(projection = %name, error = %e, "no consumer yet (is the stream created?); retrying");
@@ -290,20 +333,24 @@ pub async fn run(
         };
         status.running.store(true, Ordering::Relaxed);
         tracing::info!(projection = %name, "projection running");
-        if let Err(e) = consume(
+        let result = consume(
             &pool,
             &consumer,
             projection.as_ref(),
             &settings,
             &status,
+            &mut lock_conn,
             &mut shutdown,
         )
-        .await
-        {
-            tracing::warn!(projection = %name, error = %e, "consumer failed; restarting it");
-            sleep_or_stop(&mut shutdown, &mut backoff).await;
-        }
+        .await;
         status.running.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(projection = %name, error = %e, "consumer stopped; restarting from the checkpoint");
+                sleep_or_stop(&mut shutdown, &mut backoff).await;
+            }
+        }
     }
 }
 
@@ -313,10 +360,13 @@ async fn consume(
     projection: &dyn Projection,
     settings: &RuntimeSettings,
     status: &ProjectionStatus,
+    lock_conn: &mut PgConnection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), async_nats::Error> {
-    let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
+        if !leader::still_leading(lock_conn).await {
+            return Err("lost the projection lock's connection".into());
+        }
         let mut batch = consumer
             .fetch()
             .max_messages(settings.batch_size)
@@ -354,14 +404,14 @@ async fn consume(
                 status.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
                 status.parked.fetch_add(outcome.parked, Ordering::Relaxed);
                 status.batches.fetch_add(1, Ordering::Relaxed);
-                backoff = Duration::from_millis(100);
             }
             Err(e) => {
-                tracing::warn!(projection = projection.name(), error = %e, "batch failed; will be redelivered");
+                // Nothing of the batch is stored; restart from the checkpoint
+                // so that order is kept.
                 for m in &messages {
-                    m.ack_with(AckKind::Nak(None)).await?;
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
                 }
-                sleep_or_stop(shutdown, &mut backoff).await;
+                return Err(format!("batch failed: {e}").into());
             }
         }
     }

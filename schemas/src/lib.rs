@@ -10,6 +10,7 @@
 //! - [`upcast`]: how stored events of older versions are brought up to date.
 //! - [`http`]: request and response bodies of the HTTP APIs (utoipa schemas).
 //! - [`problem`]: the RFC 7807 problem+json error body.
+//! - [`query`]: response bodies of the query API.
 //! - [`status`]: lifecycle states of agents and tasks.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod envelope;
 pub mod events;
 pub mod http;
 pub mod problem;
+pub mod query;
 pub mod status;
 pub mod subjects;
 pub mod upcast;

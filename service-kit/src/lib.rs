@@ -7,12 +7,16 @@
 //! Layout:
 //! - [`problem_response`]: an RFC 7807 body with its media type.
 //! - [`ids`]: the request/correlation id middleware and header rules.
+//! - [`extract`]: extractors that reject with problem+json (`IdPath`).
+//! - [`leader`]: single-active roles through Postgres advisory locks.
 //! - [`trace_layer`]: the per-request span and response log line.
 //! - [`telemetry`]: the global log subscriber.
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C.
 #![forbid(unsafe_code)]
 
+pub mod extract;
 pub mod ids;
+pub mod leader;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

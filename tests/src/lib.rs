@@ -306,3 +306,140 @@ pub async fn assert_stream_matches_store(pool: &PgPool, nats_url: &str) -> Vec<S
     assert_eq!(seen, stored, "stream holds exactly the stored events");
     events
 }
+
+/// Projectors configuration pointed at the given stores.
+pub fn projectors_config(db: &TestDb, nats: &NatsServer) -> projectors::Config {
+    let mut c = projectors::Config::local();
+    c.database_url = db.url.clone();
+    c.nats_url = nats.url();
+    c.stream_name = schemas::subjects::DEFAULT_STREAM.into();
+    c.batch_size = 100;
+    c
+}
+
+/// Starts the given projections in process, metrics on a free port.
+pub async fn start_projectors(
+    config: &projectors::Config,
+    projections: Vec<std::sync::Arc<dyn projectors::runtime::Projection>>,
+) -> projectors::Projectors {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    projectors::Projectors::start(config, projections, listener)
+        .await
+        .expect("start projectors")
+}
+
+/// Starts the query service in process on a free port.
+pub async fn start_query(db: &TestDb, nats: &NatsServer) -> query_service::Server {
+    let mut c = query_service::Config::local();
+    c.database_url = db.url.clone();
+    c.nats_url = nats.url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    query_service::Server::start(c, listener)
+        .await
+        .expect("start query service")
+}
+
+/// The whole system in process: command service, projectors, query service,
+/// over one fresh database and one private NATS server.
+pub struct System {
+    pub db: TestDb,
+    pub nats: NatsServer,
+    pub command: Server,
+    pub projectors: projectors::Projectors,
+    pub query: query_service::Server,
+    pub pool: PgPool,
+}
+
+impl System {
+    pub async fn start() -> Self {
+        let db = TestDb::new().await;
+        let nats = NatsServer::start().await;
+        let command = start_service(config(&db, &nats)).await;
+        let projectors = start_projectors(
+            &projectors_config(&db, &nats),
+            projectors::all_projections(),
+        )
+        .await;
+        let query = start_query(&db, &nats).await;
+        let pool = db.pool().await;
+        Self {
+            db,
+            nats,
+            command,
+            projectors,
+            query,
+            pool,
+        }
+    }
+
+    pub fn command_url(&self) -> String {
+        format!("http://{}", self.command.addr)
+    }
+
+    pub fn query_url(&self) -> String {
+        format!("http://{}", self.query.addr)
+    }
+
+    /// Waits until the read models have applied everything on the stream.
+    pub async fn caught_up(&self) {
+        let url = self.nats.url();
+        let pool = self.pool.clone();
+        wait_until(Duration::from_secs(20), "projections to catch up", || {
+            let (url, pool) = (url.clone(), pool.clone());
+            async move {
+                if outbox_len(&pool).await > 0 {
+                    return false;
+                }
+                let last = stream_last_sequence(&url).await;
+                let cp: Option<i64> = sqlx::query_scalar(
+                    "SELECT stream_sequence FROM projector_checkpoints WHERE projection = 'read_models'",
+                )
+                .fetch_optional(&pool)
+                .await
+                .unwrap_or(None);
+                cp.unwrap_or(0) as u64 >= last
+            }
+        })
+        .await;
+    }
+
+    pub async fn stop(self) {
+        self.query.shutdown().await;
+        self.projectors.shutdown().await;
+        let _ = self.command.shutdown().await;
+    }
+}
+
+/// The events stream's last sequence (0 when it does not exist yet).
+pub async fn stream_last_sequence(nats_url: &str) -> u64 {
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        return 0;
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream(schemas::subjects::DEFAULT_STREAM).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Every row of the read models, as JSON, in a stable order: two databases
+/// with equal dumps hold equal read models.
+pub async fn dump_read_models(pool: &PgPool) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT to_jsonb(a) FROM agents a ORDER BY id",
+        "SELECT to_jsonb(t) - 'search' FROM tasks t ORDER BY id",
+        "SELECT to_jsonb(e) FROM task_events e ORDER BY task_id, sequence",
+    ] {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(sql)
+            .fetch_all(pool)
+            .await
+            .expect("dump read model");
+        out.extend(rows);
+    }
+    out
+}

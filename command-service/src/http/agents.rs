@@ -12,10 +12,11 @@ use schemas::Problem;
 use uuid::Uuid;
 
 use super::context::{expected_version, RequestContext};
-use super::extract::{IdPath, OptionalJson, ValidJson};
+use super::extract::{OptionalJson, ValidJson};
 use super::AppState;
 use crate::error::ApiError;
 use crate::store;
+use service_kit::extract::IdPath;
 
 /// Runs one command on an existing agent.
 async fn run(

@@ -1,11 +1,9 @@
 //! Extractors whose rejections are problem+json answers.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 
@@ -41,24 +39,6 @@ fn json_error(rejection: JsonRejection) -> ApiError {
             ApiError::PayloadTooLarge
         }
         other => ApiError::bad_request("invalid_body", other.body_text()),
-    }
-}
-
-/// A UUID path segment `{id}`; anything else is a 400.
-pub struct IdPath(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for IdPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Path::<Uuid>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(id)) => Ok(Self(id)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::bad_request(
-                "invalid_id",
-                format!("the id in the path is not a UUID: {}", e.body_text()),
-            )),
-            Err(other) => Err(ApiError::bad_request("invalid_path", other.body_text())),
-        }
     }
 }
 

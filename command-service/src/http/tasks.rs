@@ -16,10 +16,11 @@ use schemas::Problem;
 use uuid::Uuid;
 
 use super::context::{expected_version, RequestContext};
-use super::extract::{IdPath, OptionalJson, ValidJson};
+use super::extract::{OptionalJson, ValidJson};
 use super::AppState;
 use crate::error::ApiError;
 use crate::store;
+use service_kit::extract::IdPath;
 
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 

@@ -5,8 +5,25 @@
 use sqlx::postgres::PgPool;
 use sqlx::{ConnectOptions, PgConnection};
 
-/// Lock keys, one per singleton role.
+/// Lock key of the outbox relay.
 pub const RELAY_LOCK: i64 = 0x5355_5441_5a41_0001;
+
+/// Lock key of one projection (per consumer prefix), so that one instance
+/// applies it at a time and the others stand by.
+pub fn projection_lock(prefix: &str, projection: &str) -> i64 {
+    // FNV-1a: stable across builds and processes, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("sutazai-projection:{prefix}:{projection}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Checks that a leader's connection (and so its lock) is still alive.
+pub async fn still_leading(conn: &mut PgConnection) -> bool {
+    sqlx::query("SELECT 1").execute(conn).await.is_ok()
+}
 
 /// Opens a dedicated connection (never a pooled one, which would carry the
 /// lock back into the pool) and tries to take `key` on it. `Some` holds the

@@ -1,0 +1,61 @@
+//! Query-service configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "query-service",
+    version,
+    about = "SutazAI read-only query API and live updates"
+)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "QUERY_BIND", default_value = "127.0.0.1:8081")]
+    pub bind: SocketAddr,
+
+    /// Postgres holding the read models (connections are read only).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/sutazai"
+    )]
+    pub database_url: String,
+
+    /// Largest number of pooled Postgres connections.
+    #[arg(long, env = "QUERY_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// NATS server with JetStream, for live updates.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// JetStream stream that carries every event.
+    #[arg(long, env = "SUTAZAI_STREAM", default_value = schemas::subjects::DEFAULT_STREAM)]
+    pub stream_name: String,
+
+    /// Longest a read with `min_version` waits for the projection, in ms.
+    #[arg(long, env = "MIN_VERSION_WAIT_MS", default_value_t = 2000)]
+    pub min_version_wait_ms: u64,
+
+    /// Longest time a request may take, in seconds (live streams excepted).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The defaults, as if no flag or variable were given (for tests).
+    pub fn local() -> Self {
+        Self::parse_from(["query-service"])
+    }
+
+    pub fn min_version_wait(&self) -> Duration {
+        Duration::from_millis(self.min_version_wait_ms)
+    }
+}

@@ -1,0 +1,216 @@
+//! SQL over the read models. Every statement is parameterised; rows are
+//! turned into the wire types by Postgres (`to_jsonb`) and serde.
+
+use chrono::{DateTime, Utc};
+use schemas::query::{AgentView, StatsRow, StatsView, TaskEventView, TaskView};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The read-model table an aggregate lives in.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Agents,
+    Tasks,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Agents => "agents",
+            Self::Tasks => "tasks",
+        }
+    }
+}
+
+fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::Internal(format!("read model row: {e}")))
+}
+
+const AGENT_JSON: &str = "to_jsonb(a) || jsonb_build_object('load', jsonb_build_object( \
+    'assigned', (SELECT count(*) FROM tasks t WHERE t.agent_id = a.id AND t.status = 'assigned'), \
+    'running', (SELECT count(*) FROM tasks t WHERE t.agent_id = a.id AND t.status = 'running')))";
+
+const TASK_JSON: &str = "to_jsonb(t) - 'search'";
+
+/// The version (last applied sequence) of an aggregate's row, if any.
+pub async fn version(pool: &PgPool, table: Table, id: Uuid) -> Result<Option<i64>, ApiError> {
+    let sql = format!("SELECT version FROM {} WHERE id = $1", table.name());
+    Ok(sqlx::query_scalar(&sql)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn agent(pool: &PgPool, id: Uuid) -> Result<Option<AgentView>, ApiError> {
+    let row: Option<Value> =
+        sqlx::query_scalar(&format!("SELECT {AGENT_JSON} FROM agents a WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(from_json).transpose()
+}
+
+pub async fn task(pool: &PgPool, id: Uuid) -> Result<Option<TaskView>, ApiError> {
+    let row: Option<Value> =
+        sqlx::query_scalar(&format!("SELECT {TASK_JSON} FROM tasks t WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(from_json).transpose()
+}
+
+/// Agent list filters.
+#[derive(Debug, Default)]
+pub struct AgentFilter {
+    pub agent_type: Option<String>,
+    pub status: Option<String>,
+    pub capability: Option<String>,
+    pub skip: i64,
+    pub limit: i64,
+}
+
+fn agent_where(q: &mut QueryBuilder<'_, Postgres>, f: &AgentFilter) {
+    q.push(" WHERE true");
+    if let Some(t) = &f.agent_type {
+        q.push(" AND a.agent_type = ").push_bind(t.clone());
+    }
+    if let Some(s) = &f.status {
+        q.push(" AND a.status = ").push_bind(s.clone());
+    }
+    if let Some(c) = &f.capability {
+        q.push(" AND a.capabilities @> ARRAY[")
+            .push_bind(c.clone())
+            .push("]::text[]");
+    }
+}
+
+pub async fn list_agents(
+    pool: &PgPool,
+    f: &AgentFilter,
+) -> Result<(Vec<AgentView>, i64), ApiError> {
+    let mut q = QueryBuilder::new(format!("SELECT {AGENT_JSON} FROM agents a"));
+    agent_where(&mut q, f);
+    q.push(" ORDER BY a.created_at, a.id OFFSET ")
+        .push_bind(f.skip)
+        .push(" LIMIT ")
+        .push_bind(f.limit);
+    let rows: Vec<Value> = q.build_query_scalar().fetch_all(pool).await?;
+    let mut c = QueryBuilder::new("SELECT count(*) FROM agents a");
+    agent_where(&mut c, f);
+    let total: i64 = c.build_query_scalar().fetch_one(pool).await?;
+    Ok((
+        rows.into_iter().map(from_json).collect::<Result<_, _>>()?,
+        total,
+    ))
+}
+
+/// Task list filters.
+#[derive(Debug, Default)]
+pub struct TaskFilter {
+    pub status: Option<String>,
+    pub task_type: Option<String>,
+    pub agent_id: Option<Uuid>,
+    /// Tasks this agent has held or was targeted at (from their history).
+    pub touched_by_agent: Option<Uuid>,
+    pub priority: Option<i16>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub q: Option<String>,
+    pub skip: i64,
+    pub limit: i64,
+    /// Keyset position: rows strictly after (created_at, id) in newest-first order.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+fn task_where(q: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, with_cursor: bool) {
+    q.push(" WHERE true");
+    if let Some(s) = &f.status {
+        q.push(" AND t.status = ").push_bind(s.clone());
+    }
+    if let Some(t) = &f.task_type {
+        q.push(" AND t.task_type = ").push_bind(t.clone());
+    }
+    if let Some(a) = f.agent_id {
+        q.push(" AND t.agent_id = ").push_bind(a);
+    }
+    if let Some(a) = f.touched_by_agent {
+        q.push(" AND t.id IN (SELECT task_id FROM task_events WHERE agent_id = ")
+            .push_bind(a)
+            .push(")");
+    }
+    if let Some(p) = f.priority {
+        q.push(" AND t.priority = ").push_bind(p);
+    }
+    if let Some(at) = f.created_after {
+        q.push(" AND t.created_at >= ").push_bind(at);
+    }
+    if let Some(at) = f.created_before {
+        q.push(" AND t.created_at < ").push_bind(at);
+    }
+    if let Some(text) = &f.q {
+        q.push(" AND t.search @@ websearch_to_tsquery('english', ")
+            .push_bind(text.clone())
+            .push(")");
+    }
+    if let (true, Some((at, id))) = (with_cursor, f.after) {
+        q.push(" AND (t.created_at, t.id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+}
+
+pub async fn list_tasks(pool: &PgPool, f: &TaskFilter) -> Result<(Vec<TaskView>, i64), ApiError> {
+    let mut q = QueryBuilder::new(format!("SELECT {TASK_JSON} FROM tasks t"));
+    task_where(&mut q, f, true);
+    q.push(" ORDER BY t.created_at DESC, t.id DESC OFFSET ")
+        .push_bind(f.skip)
+        .push(" LIMIT ")
+        .push_bind(f.limit);
+    let rows: Vec<Value> = q.build_query_scalar().fetch_all(pool).await?;
+    let mut c = QueryBuilder::new("SELECT count(*) FROM tasks t");
+    task_where(&mut c, f, false);
+    let total: i64 = c.build_query_scalar().fetch_one(pool).await?;
+    Ok((
+        rows.into_iter().map(from_json).collect::<Result<_, _>>()?,
+        total,
+    ))
+}
+
+pub async fn task_events(pool: &PgPool, id: Uuid) -> Result<Vec<TaskEventView>, ApiError> {
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(e) FROM task_events e WHERE task_id = $1 ORDER BY sequence",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(from_json).collect()
+}
+
+pub async fn stats(pool: &PgPool) -> Result<StatsView, ApiError> {
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT jsonb_build_object('task_type', task_type, 'status', status, 'count', count, \
+             'avg_run_secs', avg_run_secs, 'max_run_secs', max_run_secs, 'avg_wait_secs', avg_wait_secs) \
+         FROM task_stats ORDER BY task_type, status",
+    )
+    .fetch_all(pool)
+    .await?;
+    let rows: Vec<StatsRow> = rows.into_iter().map(from_json).collect::<Result<_, _>>()?;
+    let mut view = StatsView {
+        total: 0,
+        by_status: Default::default(),
+        by_type: Default::default(),
+        rows,
+    };
+    for r in &view.rows {
+        view.total += r.count;
+        *view.by_status.entry(r.status.clone()).or_default() += r.count;
+        *view.by_type.entry(r.task_type.clone()).or_default() += r.count;
+    }
+    Ok(view)
+}

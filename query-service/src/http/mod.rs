@@ -1,0 +1,152 @@
+//! The read-only HTTP API: routes, middleware, OpenAPI document.
+
+mod agents;
+pub mod extract;
+mod health;
+mod live;
+mod stats;
+mod tasks;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
+
+use crate::db::{self, Table};
+use crate::error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub stream: String,
+    pub min_version_wait: Duration,
+    /// Turns true when the server stops, so that live streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SutazAI query API",
+        description = "Read-only views of agents and tasks built from the event stream, their \
+            histories and statistics, and live updates over WebSocket and SSE. Reads that pass \
+            `min_version` (the version a command answered with) wait, up to a bound, until the \
+            projection has reached it. Every error is an RFC 7807 problem+json body with a \
+            stable `code`.",
+    ),
+    tags(
+        (name = "agents", description = "Agent read models"),
+        (name = "tasks", description = "Task read models and history"),
+        (name = "stats", description = "Aggregates over tasks"),
+        (name = "live", description = "Live event streams"),
+        (name = "health", description = "Liveness and readiness"),
+    ),
+    components(schemas(
+        schemas::Problem,
+        schemas::EventEnvelope,
+        schemas::status::AgentStatus,
+        schemas::status::TaskStatus
+    ))
+)]
+struct ApiDoc;
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent))
+        .routes(routes!(agents::agent_tasks))
+        .routes(routes!(tasks::list_tasks))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::task_events))
+        .routes(routes!(stats::stats))
+        .routes(routes!(live::sse))
+        .routes(routes!(live::ws_task))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+}
+
+/// The OpenAPI document of the query API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(request_timeout, timeout))
+        .layer(service_kit::trace_layer())
+        .layer(middleware::from_fn(service_kit::ids::assign_ids))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
+}
+
+/// Read-your-writes: waits, up to the configured bound, until the read model
+/// of `id` has reached `min_version`.
+async fn wait_for_version(
+    state: &AppState,
+    table: Table,
+    id: Uuid,
+    min_version: Option<i64>,
+) -> Result<(), ApiError> {
+    let Some(min) = min_version else {
+        return Ok(());
+    };
+    if min < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "min_version must be 0 or more",
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + state.min_version_wait;
+    loop {
+        let version = db::version(&state.pool, table, id).await?;
+        if version.is_some_and(|v| v >= min) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let at = version.map_or("not yet projected".to_string(), |v| {
+                format!("at version {v}")
+            });
+            return Err(ApiError::VersionNotReached(format!(
+                "{id} is {at}; version {min} is not visible after {} ms, retry later",
+                state.min_version_wait.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Page bounds shared by the list endpoints.
+fn page(skip: Option<i64>, limit: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let skip = skip.unwrap_or(0);
+    let limit = limit.unwrap_or(50);
+    if !(0..=100_000).contains(&skip) {
+        return Err(ApiError::Unprocessable("skip must be 0 to 100000".into()));
+    }
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Unprocessable("limit must be 1 to 500".into()));
+    }
+    Ok((skip, limit))
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the read side: commands → stream → projector → read
+//! models → query API, against real Postgres and a private nats-server.
+
+mod crash;
+mod dead_letters;
+mod live;
+mod queries;
+mod support;
