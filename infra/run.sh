@@ -12,7 +12,7 @@ export DATABASE_URL=${DATABASE_URL:-$(ensure_database sutazai)}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:$NATS_PORT}
 
 log "building the services (release; the first build takes several minutes)"
-cargo build --release -p command-service
+cargo build --release -p command-service -p projectors -p query-service
 
 pids=()
 stop() {
@@ -22,20 +22,33 @@ stop() {
 }
 trap stop INT TERM
 
-COMMAND_BIND=${COMMAND_BIND:-127.0.0.1:8080}
-export COMMAND_BIND
+export COMMAND_BIND=${COMMAND_BIND:-127.0.0.1:8080}
+export QUERY_BIND=${QUERY_BIND:-127.0.0.1:8081}
+export PROJECTORS_BIND=${PROJECTORS_BIND:-127.0.0.1:8082}
+
+wait_ready() { # name url
+    for _ in $(seq 1 150); do
+        curl -fsS "$2" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    log "$1 did not become ready ($2)"; stop; exit 1
+}
+
+# The command service migrates the event store and creates the stream first.
 ./target/release/command-service &
 pids+=($!)
+wait_ready "command service" "http://$COMMAND_BIND/health/ready"
+./target/release/projectors run &
+pids+=($!)
+wait_ready "projectors" "http://$PROJECTORS_BIND/health/ready"
+./target/release/query-service &
+pids+=($!)
+wait_ready "query service" "http://$QUERY_BIND/health/ready"
 
-for _ in $(seq 1 100); do
-    curl -fsS "http://$COMMAND_BIND/health/ready" >/dev/null 2>&1 && break
-    sleep 0.2
-done
-curl -fsS "http://$COMMAND_BIND/health/ready" >/dev/null || { log "command service did not become ready"; stop; exit 1; }
-
-log "command API:   http://$COMMAND_BIND/api/v1"
-log "API docs:      http://$COMMAND_BIND/docs"
-log "readiness:     http://$COMMAND_BIND/health/ready"
+log "command API:   http://$COMMAND_BIND/api/v1      docs http://$COMMAND_BIND/docs"
+log "query API:     http://$QUERY_BIND/api/v1      docs http://$QUERY_BIND/docs"
+log "live updates:  http://$QUERY_BIND/api/v1/stream (SSE), ws://$QUERY_BIND/ws/tasks/{id}"
+log "projectors:    http://$PROJECTORS_BIND/metrics"
 log "events:        NATS $NATS_URL, stream SUTAZAI_EVENTS, subjects sutazai.events.>"
 log "press Ctrl-C to stop"
 wait "${pids[@]}"
