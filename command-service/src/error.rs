@@ -28,8 +28,6 @@ pub enum ApiError {
     /// The aggregate's state or version does not allow the command.
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
-    #[error("request took longer than {0} s")]
-    Timeout(u64),
     /// A dependency the command needs is down.
     #[error("{0}")]
     Unavailable(String),
@@ -48,7 +46,6 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,7 +61,6 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
-            Self::Timeout(_) => "timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -87,7 +83,6 @@ impl ApiError {
             Self::Unauthorized => "Unauthorized",
             Self::NotFound(_) => "Not found",
             Self::Conflict { .. } => "Conflict",
-            Self::Timeout(_) => "Timed out",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal error",
         }

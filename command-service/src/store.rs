@@ -18,7 +18,8 @@ use sqlx::PgPool;
 
 use crate::error::ApiError;
 
-type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+/// The event store of aggregate `A`.
+pub type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
 
 /// The event stores of both aggregates.
 pub struct EventStores {

@@ -21,8 +21,6 @@ pub enum ApiError {
     VersionNotReached(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("request took longer than {0} s")]
-    Timeout(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -34,9 +32,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::VersionNotReached(_) | Self::Unavailable(_) | Self::Timeout(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::VersionNotReached(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -49,7 +45,6 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::VersionNotReached(_) => "version_not_reached",
             Self::Unavailable(_) => "unavailable",
-            Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -62,7 +57,6 @@ impl ApiError {
             Self::MethodNotAllowed => "Method not allowed",
             Self::VersionNotReached(_) => "Not yet visible",
             Self::Unavailable(_) => "Service unavailable",
-            Self::Timeout(_) => "Timed out",
             Self::Internal(_) => "Internal error",
         }
     }

@@ -6,6 +6,7 @@
 //!
 //! Layout:
 //! - [`problem_response`]: an RFC 7807 body with its media type.
+//! - [`timeout`]: the request time limit, answered with a problem.
 //! - [`ids`]: the request/correlation id middleware and header rules.
 //! - [`extract`]: extractors that reject with problem+json (`IdPath`).
 //! - [`leader`]: single-active roles through Postgres advisory locks.
@@ -33,6 +34,24 @@ pub fn problem_response(problem: Problem) -> Response {
         HeaderValue::from_static(schemas::problem::CONTENT_TYPE),
     );
     response
+}
+
+/// Middleware (with `from_fn_with_state(limit, ..)`): a request that takes
+/// longer than `limit` is answered 503 `timeout`.
+pub async fn timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => problem_response(Problem::new(
+            503,
+            "timeout",
+            "Timed out",
+            Some(format!("request took longer than {} s", limit.as_secs())),
+        )),
+    }
 }
 
 /// Names each request's span with its method, path, request id and

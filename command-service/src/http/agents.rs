@@ -11,14 +11,13 @@ use schemas::subjects::AGENT;
 use schemas::Problem;
 use uuid::Uuid;
 
-use super::context::{expected_version, RequestContext};
+use super::context::RequestContext;
 use super::extract::{OptionalJson, ValidJson};
 use super::AppState;
 use crate::error::ApiError;
 use crate::store;
 use service_kit::extract::IdPath;
 
-/// Runs one command on an existing agent.
 async fn run(
     state: &AppState,
     id: Uuid,
@@ -26,23 +25,7 @@ async fn run(
     headers: &HeaderMap,
     command: AgentCommand,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    let expected = expected_version(headers)?;
-    let metadata = ctx.event_metadata(Utc::now());
-    let committed = store::execute(
-        &state.stores.agents,
-        &id.to_string(),
-        command,
-        metadata,
-        expected,
-    )
-    .await?;
-    Ok(Json(super::accepted(
-        AGENT,
-        id,
-        committed.version,
-        ctx,
-        false,
-    )))
+    super::run_command(&state.stores.agents, AGENT, id, ctx, headers, command).await
 }
 
 /// Register an agent. It starts `inactive`; activate it to receive tasks.

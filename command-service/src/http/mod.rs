@@ -9,9 +9,9 @@ mod tasks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::Router;
 use schemas::http::CommandAccepted;
 use sqlx::PgPool;
@@ -106,7 +106,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
-            timeout,
+            service_kit::timeout,
         ))
         .layer(service_kit::trace_layer())
         .layer(middleware::from_fn(service_kit::ids::assign_ids))
@@ -116,19 +116,37 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state)
 }
 
-async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
-    }
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Runs one command on an existing aggregate, honouring `If-Match`.
+async fn run_command<A>(
+    store: &crate::store::Store<A>,
+    aggregate_type: &str,
+    id: Uuid,
+    ctx: &RequestContext,
+    headers: &axum::http::HeaderMap,
+    command: A::Command,
+) -> Result<axum::Json<CommandAccepted>, ApiError>
+where
+    A: cqrs_es::Aggregate<Error = domain::DomainError, Services = ()> + Clone,
+{
+    let expected = context::expected_version(headers)?;
+    let metadata = ctx.event_metadata(chrono::Utc::now());
+    let committed =
+        crate::store::execute(store, &id.to_string(), command, metadata, expected).await?;
+    Ok(axum::Json(accepted(
+        aggregate_type,
+        id,
+        committed.version,
+        ctx,
+        false,
+    )))
 }
 
 fn accepted(

@@ -15,7 +15,7 @@ use schemas::subjects::TASK;
 use schemas::Problem;
 use uuid::Uuid;
 
-use super::context::{expected_version, RequestContext};
+use super::context::RequestContext;
 use super::extract::{OptionalJson, ValidJson};
 use super::AppState;
 use crate::error::ApiError;
@@ -43,23 +43,7 @@ async fn run(
     headers: &HeaderMap,
     command: TaskCommand,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    let expected = expected_version(headers)?;
-    let metadata = ctx.event_metadata(Utc::now());
-    let committed = store::execute(
-        &state.stores.tasks,
-        &id.to_string(),
-        command,
-        metadata,
-        expected,
-    )
-    .await?;
-    Ok(Json(super::accepted(
-        TASK,
-        id,
-        committed.version,
-        ctx,
-        false,
-    )))
+    super::run_command(&state.stores.tasks, TASK, id, ctx, headers, command).await
 }
 
 /// Submit a task. With an idempotency key (body or `Idempotency-Key`

@@ -9,9 +9,8 @@ mod tasks;
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::Router;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -86,20 +85,16 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(request_timeout, timeout))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            service_kit::timeout,
+        ))
         .layer(service_kit::trace_layer())
         .layer(middleware::from_fn(service_kit::ids::assign_ids))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .with_state(state)
-}
-
-async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
-    }
 }
 
 /// Read-your-writes: waits, up to the configured bound, until the read model
