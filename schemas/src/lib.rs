@@ -3,8 +3,10 @@
 //! workspace, so that an outside subscriber or agent can use it alone.
 //!
 //! Layout:
+//! - [`agent`]: the NATS protocol with agents (assignments, cancellations, heartbeats).
 //! - [`events`]: the event payloads of the `agent` and `task` aggregates, with
 //!   their explicit type names and versions (the contract; defined once here).
+//! - [`decode`]: a published message → its envelope and typed event.
 //! - [`envelope`]: the envelope every event travels in on JetStream.
 //! - [`subjects`]: NATS subject names and header names, in one place.
 //! - [`upcast`]: how stored events of older versions are brought up to date.
@@ -14,6 +16,8 @@
 //! - [`status`]: lifecycle states of agents and tasks.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod decode;
 pub mod envelope;
 pub mod events;
 pub mod http;

@@ -23,6 +23,34 @@ pub fn aggregate_type_subject(aggregate_type: &str) -> String {
     format!("{EVENTS_PREFIX}.{aggregate_type}.*")
 }
 
+/// Assignments for one agent: `sutazai.agents.<agent_id>.tasks.assigned`.
+pub fn agent_assigned(agent_id: &str) -> String {
+    format!("sutazai.agents.{agent_id}.tasks.assigned")
+}
+
+/// Cancellations for one agent: `sutazai.agents.<agent_id>.tasks.cancelled`.
+pub fn agent_cancelled(agent_id: &str) -> String {
+    format!("sutazai.agents.{agent_id}.tasks.cancelled")
+}
+
+/// Everything sent to one agent: `sutazai.agents.<agent_id>.>`.
+pub fn agent_inbox(agent_id: &str) -> String {
+    format!("sutazai.agents.{agent_id}.>")
+}
+
+/// Heartbeats of one agent: `sutazai.agents.<agent_id>.heartbeat`.
+pub fn agent_heartbeat(agent_id: &str) -> String {
+    format!("sutazai.agents.{agent_id}.heartbeat")
+}
+
+/// Heartbeats of every agent (what the command service listens to).
+pub const AGENT_HEARTBEATS: &str = "sutazai.agents.*.heartbeat";
+
+/// Every progress report of one task (core NATS, not stored).
+pub fn task_progress(task_id: &str) -> String {
+    format!("sutazai.progress.task.{task_id}")
+}
+
 /// The JetStream de-duplication key of one event:
 /// `<aggregate_type>/<aggregate_id>/<sequence>`.
 pub fn message_id(aggregate_type: &str, aggregate_id: &str, sequence: i64) -> String {
