@@ -25,8 +25,8 @@ CREATE TABLE IF NOT EXISTS coord_agents
     status               text        NOT NULL,
     capabilities         text[]      NOT NULL,
     max_concurrent_tasks int         NOT NULL,
-    -- When it last became active (the liveness window starts there).
-    active_since         timestamptz
+    -- When it entered its current status (the liveness window starts there).
+    status_since         timestamptz
 );
 
 CREATE TABLE IF NOT EXISTS coord_tasks

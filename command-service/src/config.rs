@@ -70,6 +70,30 @@ pub struct Config {
     #[arg(long, env = "RELAY_STANDBY_POLL_MS", default_value_t = 1000)]
     pub relay_standby_poll_ms: u64,
 
+    /// Run the coordinator in this process (one instance is active at a time).
+    #[arg(long, env = "COORDINATOR_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub coordinator_enabled: bool,
+
+    /// How often the coordinator checks its deadlines, in ms.
+    #[arg(long, env = "COORDINATOR_TICK_MS", default_value_t = 200)]
+    pub coordinator_tick_ms: u64,
+
+    /// An active agent without a heartbeat for this long is marked unhealthy.
+    #[arg(long, env = "HEARTBEAT_WINDOW_SECS", default_value_t = 15)]
+    pub heartbeat_window_secs: u64,
+
+    /// Seconds an agent has to start a task assigned to it.
+    #[arg(long, env = "LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+
+    /// First retry delay in ms; doubles per attempt (±20 % jitter).
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+
+    /// Longest retry delay in ms.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000)]
+    pub retry_max_ms: u64,
+
     /// Take a snapshot of an aggregate every this many events.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 50)]
     pub snapshot_every: usize,

@@ -6,6 +6,8 @@
 //! - [`config`]: the clap configuration.
 //! - [`http`]: routes, extractors, problem answers, OpenAPI, health.
 //! - [`store`]: running a command against the event store.
+//! - [`coordinator`]: the process manager that dispatches, times out and retries.
+//! - [`liveness`]: agent heartbeats.
 //! - [`error`]: [`error::ApiError`], mapped once to problem+json.
 //! - [`relay`]: the outbox relay; [`stream`]: the JetStream stream.
 //!
@@ -14,8 +16,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod http;
+pub mod liveness;
 pub mod relay;
 pub mod store;
 pub mod stream;
@@ -66,6 +70,7 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 pub struct Server {
     pub addr: SocketAddr,
     pub relay: Arc<RelayStatus>,
+    pub coordinator: Arc<coordinator::CoordinatorStatus>,
     shutdown: watch::Sender<bool>,
     handle: JoinHandle<Result<(), ServeError>>,
 }
@@ -78,6 +83,7 @@ impl Server {
         if !tokens.enabled() {
             tracing::warn!("SUTAZAI_API_TOKENS is not set: commands are not authenticated and the actor is taken from X-Actor");
         }
+        let (shutdown, mut stop) = watch::channel(false);
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -94,8 +100,29 @@ impl Server {
             .await
             .map_err(|e| ServeError::Nats(e.to_string()))?;
         let relay_status = Arc::new(RelayStatus::default());
+        let coordinator_status = Arc::new(coordinator::CoordinatorStatus::default());
+        let stores = Arc::new(EventStores::new(pool.clone(), config.snapshot_every));
+        let coordinator = config.coordinator_enabled.then(|| {
+            coordinator::Coordinator::new(
+                pool.clone(),
+                stores.clone(),
+                nats.clone(),
+                coordinator::CoordinatorSettings {
+                    stream: config.stream_name.clone(),
+                    tick: Duration::from_millis(config.coordinator_tick_ms.max(10)),
+                    heartbeat_window: Duration::from_secs(config.heartbeat_window_secs.max(1)),
+                    lease: Duration::from_secs(config.lease_secs.max(1)),
+                    retry_base: Duration::from_millis(config.retry_base_ms),
+                    retry_max: Duration::from_millis(config.retry_max_ms.max(config.retry_base_ms)),
+                    standby_poll: Duration::from_millis(config.relay_standby_poll_ms.max(10)),
+                },
+                coordinator_status.clone(),
+            )
+        });
+        let heartbeats = liveness::listen(pool.clone(), nats.clone(), stop.clone());
         let state = AppState {
-            stores: Arc::new(EventStores::new(pool.clone(), config.snapshot_every)),
+            heartbeat_window_secs: config.heartbeat_window_secs,
+            stores,
             tokens,
             pool: pool.clone(),
             nats: nats.clone(),
@@ -108,7 +135,6 @@ impl Server {
         };
         let app = http::router(state, limits);
         let addr = listener.local_addr()?;
-        let (shutdown, mut stop) = watch::channel(false);
         let relay = config.relay_enabled.then(|| {
             Relay::new(
                 pool,
@@ -125,8 +151,14 @@ impl Server {
         let handle = tokio::spawn(async move {
             // Owned here so that aborting this task (a crash in tests) aborts both.
             let (relay_stop_tx, relay_stop_rx) = watch::channel(false);
+            let coordinator_stop_rx = relay_stop_rx.clone();
             let mut relay_task = relay.map(|r| tokio::spawn(r.run(relay_stop_rx)));
             let _abort_relay = AbortOnDrop(relay_task.as_ref().map(|t| t.abort_handle()));
+            let coordinator_task = coordinator.map(|c| tokio::spawn(c.run(coordinator_stop_rx)));
+            let _abort_coordinator =
+                AbortOnDrop(coordinator_task.as_ref().map(|t| t.abort_handle()));
+            let heartbeat_task = tokio::spawn(heartbeats);
+            let _abort_heartbeats = AbortOnDrop(Some(heartbeat_task.abort_handle()));
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
@@ -144,6 +176,7 @@ impl Server {
         Ok(Self {
             addr,
             relay: relay_status,
+            coordinator: coordinator_status,
             shutdown,
             handle,
         })

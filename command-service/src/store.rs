@@ -28,10 +28,12 @@ pub struct EventStores {
 }
 
 /// What a committed command left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed<E> {
     /// The aggregate's version (sequence of its last event) after the command.
     pub version: i64,
+    /// The events it committed, in order, ending at `version`.
+    pub events: Vec<E>,
 }
 
 impl EventStores {
@@ -52,7 +54,7 @@ pub async fn execute<A>(
     command: A::Command,
     metadata: HashMap<String, String>,
     expected_version: Option<i64>,
-) -> Result<Committed, ApiError>
+) -> Result<Committed<A::Event>, ApiError>
 where
     A: Aggregate<Error = DomainError, Services = ()> + Clone,
 {
@@ -77,7 +79,10 @@ where
     let events = sink.collect().await;
     let committed = store.commit(events, context, metadata).await?;
     let version = committed.last().map_or(current, |e| e.sequence as i64);
-    Ok(Committed { version })
+    Ok(Committed {
+        version,
+        events: committed.into_iter().map(|e| e.payload).collect(),
+    })
 }
 
 /// Loads an aggregate and its version without changing it.

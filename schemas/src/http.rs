@@ -143,6 +143,16 @@ pub struct CommandAccepted {
     pub replayed: bool,
 }
 
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAccepted {
+    pub agent_id: Uuid,
+    /// The agent's status now.
+    pub status: String,
+    /// Send the next heartbeat well within this many seconds.
+    pub window_secs: u64,
+}
+
 /// Liveness answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HealthStatus {

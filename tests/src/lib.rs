@@ -192,6 +192,9 @@ pub fn config(db: &TestDb, nats: &NatsServer) -> Config {
     c.relay_standby_poll_ms = 100;
     c.database_max_connections = 8;
     c.api_tokens = None;
+    // Spine and read-side tests drive tasks by hand; the coordinator tests
+    // turn it on.
+    c.coordinator_enabled = false;
     c
 }
 

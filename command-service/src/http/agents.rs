@@ -5,8 +5,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use domain::agent::{CreateAgent, UpdateAgent};
-use domain::AgentCommand;
-use schemas::http::{CommandAccepted, CreateAgentRequest, RetireAgentRequest, UpdateAgentRequest};
+use domain::{Agent, AgentCommand};
+use schemas::agent::Heartbeat;
+use schemas::http::{
+    CommandAccepted, CreateAgentRequest, HeartbeatAccepted, RetireAgentRequest, UpdateAgentRequest,
+};
+use schemas::status::AgentStatus;
 use schemas::subjects::AGENT;
 use schemas::Problem;
 use uuid::Uuid;
@@ -15,7 +19,7 @@ use super::context::RequestContext;
 use super::extract::{OptionalJson, ValidJson};
 use super::AppState;
 use crate::error::ApiError;
-use crate::store;
+use crate::{liveness, store};
 use service_kit::extract::IdPath;
 
 async fn run(
@@ -148,4 +152,39 @@ pub async fn retire_agent(
         AgentCommand::RetireAgent { reason },
     )
     .await
+}
+
+/// An agent says it is alive (not stored as an event). Agents also may send
+/// heartbeats on NATS `sutazai.agents.<id>.heartbeat`.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/heartbeat", tag = "agent-facing",
+    params(("id" = Uuid, Path, description = "Agent id")),
+    request_body(content = Option<Heartbeat>),
+    responses(
+        (status = 200, body = HeartbeatAccepted), (status = 400, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Retired", body = Problem),
+    ))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    OptionalJson(body): OptionalJson<Heartbeat>,
+) -> Result<Json<HeartbeatAccepted>, ApiError> {
+    let (agent, _): (Agent, i64) = store::load(&state.stores.agents, &id.to_string()).await?;
+    let status = match agent.status {
+        None => return Err(ApiError::NotFound(format!("agent {id} not found"))),
+        Some(AgentStatus::Retired) => {
+            return Err(ApiError::Conflict {
+                code: "illegal_transition",
+                detail: format!("agent {id} is retired"),
+            })
+        }
+        Some(s) => s,
+    };
+    liveness::record(&state.pool, id, &body.unwrap_or_default())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot record the heartbeat: {e}")))?;
+    Ok(Json(HeartbeatAccepted {
+        agent_id: id,
+        status: status.to_string(),
+        window_secs: state.heartbeat_window_secs,
+    }))
 }

@@ -38,6 +38,7 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub relay: Arc<RelayStatus>,
     pub relay_enabled: bool,
+    pub heartbeat_window_secs: u64,
 }
 
 /// Limits applied to every request.
@@ -79,6 +80,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::update_agent, agents::retire_agent))
         .routes(routes!(agents::activate_agent))
         .routes(routes!(agents::deactivate_agent))
+        .routes(routes!(agents::heartbeat))
         .routes(routes!(tasks::submit_task_for_agent))
         .routes(routes!(tasks::submit_task))
         .routes(routes!(tasks::cancel_task))

@@ -190,7 +190,8 @@ impl Task {
                     _ => return refuse("fail"),
                 }
                 TaskEvent::TaskFailed(TaskFailed {
-                    agent_id,
+                    // The system fails an attempt on behalf of its holder.
+                    agent_id: agent_id.or(self.agent_id),
                     attempt: self.attempt,
                     error: validate::text("error", &error, validate::MAX_TEXT)?,
                     retryable,

@@ -1,0 +1,187 @@
+//! The coordinator: a process manager that follows the event stream and issues
+//! commands so that no task is left stuck. One instance is active across all
+//! command-service instances (an advisory lock); the others stand by.
+//!
+//! It folds the stream into its own tables ([`view`]) with a checkpoint, so a
+//! restart or failover resumes where the view stopped and loses no timer: every
+//! deadline (schedule, lease, execution, queue wait, retry backoff, liveness)
+//! is a column compared with the clock on each [`tick`]. Every command it
+//! issues is conditional on the version its view holds, so a stale view (or a
+//! second coordinator) gets a conflict instead of dispatching twice; a command
+//! that succeeds is written through into the view at once.
+//!
+//! Layout: [`view`] (the fold), [`tick`] (the decisions), this file (the loop).
+
+pub mod tick;
+pub mod view;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use futures::StreamExt;
+use service_kit::leader;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::store::EventStores;
+
+/// Lock key of the coordinator role.
+pub const COORDINATOR_LOCK: i64 = 0x5355_5441_5a41_0002;
+
+/// Coordinator settings (from [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    pub stream: String,
+    /// How often deadlines are checked.
+    pub tick: Duration,
+    /// An active agent with no heartbeat for this long is marked unhealthy.
+    pub heartbeat_window: Duration,
+    /// Time an agent has to start an assigned task.
+    pub lease: Duration,
+    /// First retry delay; doubles per attempt up to `retry_max`, ±20 % jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub standby_poll: Duration,
+}
+
+/// Whether this instance leads, for health answers and tests.
+#[derive(Debug, Default)]
+pub struct CoordinatorStatus {
+    pub leader: AtomicBool,
+}
+
+pub struct Coordinator {
+    pub(crate) pool: PgPool,
+    pub(crate) stores: Arc<EventStores>,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) settings: CoordinatorSettings,
+    pub(crate) status: Arc<CoordinatorStatus>,
+}
+
+impl Coordinator {
+    pub fn new(
+        pool: PgPool,
+        stores: Arc<EventStores>,
+        nats: async_nats::Client,
+        settings: CoordinatorSettings,
+        status: Arc<CoordinatorStatus>,
+    ) -> Self {
+        Self {
+            pool,
+            stores,
+            nats,
+            settings,
+            status,
+        }
+    }
+
+    /// Stands by until it holds the lock, then coordinates until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            match leader::try_lead(&self.pool, COORDINATOR_LOCK).await {
+                Ok(Some(mut lock)) => {
+                    tracing::info!("coordinator: leading");
+                    self.status.leader.store(true, Ordering::Relaxed);
+                    let result = self.lead(&mut lock, &mut shutdown).await;
+                    self.status.leader.store(false, Ordering::Relaxed);
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "coordinator: stopped leading; standing by");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "coordinator: cannot reach Postgres"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.standby_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn lead(
+        &self,
+        lock: &mut sqlx::PgConnection,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), async_nats::Error> {
+        let start = {
+            let mut conn = self.pool.acquire().await?;
+            view::checkpoint(&mut conn).await?
+        };
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let stream = js.get_stream(&self.settings.stream).await?;
+        let deliver_policy = match start {
+            0 => DeliverPolicy::All,
+            n => DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
+        };
+        let mut messages = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy,
+                ..Default::default()
+            })
+            .await?
+            .messages()
+            .await?;
+        let mut ticker = tokio::time::interval(self.settings.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                first = messages.next() => {
+                    let Some(first) = first else { return Err("event stream ended".into()) };
+                    let mut batch = vec![first?];
+                    while batch.len() < 500 {
+                        match futures::FutureExt::now_or_never(messages.next()) {
+                            Some(Some(m)) => batch.push(m?),
+                            _ => break,
+                        }
+                    }
+                    self.apply_batch(&batch).await?;
+                }
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            if !leader::still_leading(lock).await {
+                return Err("lost the coordinator lock's connection".into());
+            }
+            self.tick().await;
+        }
+    }
+
+    /// Folds a batch of stream messages into the view, then tells agents.
+    async fn apply_batch(
+        &self,
+        batch: &[async_nats::jetstream::Message],
+    ) -> Result<(), async_nats::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut notices = Vec::new();
+        let mut last = 0;
+        for m in batch {
+            let seq = m.info()?.stream_sequence;
+            last = seq;
+            match schemas::decode::decode(&m.payload) {
+                Ok((envelope, event)) => {
+                    if let Some(n) = view::apply(&mut tx, &envelope, &event).await? {
+                        notices.push(n);
+                    }
+                }
+                // The projections park such messages; the coordinator has
+                // nothing to decide from one.
+                Err(e) => {
+                    tracing::warn!(stream_sequence = seq, error = %e, "coordinator: skipping undecodable event")
+                }
+            }
+        }
+        view::set_checkpoint(&mut tx, last).await?;
+        tx.commit().await?;
+        for n in notices {
+            self.notify(n).await;
+        }
+        Ok(())
+    }
+}
