@@ -446,3 +446,62 @@ pub async fn dump_read_models(pool: &PgPool) -> Vec<serde_json::Value> {
     }
     out
 }
+
+/// Command-service configuration with the coordinator on and fast clocks.
+pub fn coordinated_config(db: &TestDb, nats: &NatsServer) -> Config {
+    let mut c = config(db, nats);
+    c.coordinator_enabled = true;
+    c.coordinator_tick_ms = 50;
+    c.heartbeat_window_secs = 1;
+    c.lease_secs = 5;
+    c.retry_base_ms = 200;
+    c.retry_max_ms = 2000;
+    c
+}
+
+/// Agent options for an in-process agent of a [`System`]-like setup.
+pub fn agent_options(
+    command_url: &str,
+    query_url: &str,
+    nats: &NatsServer,
+    capabilities: &[&str],
+    max: u32,
+) -> agent_sdk::AgentOptions {
+    agent_sdk::AgentOptions {
+        command_url: command_url.to_string(),
+        query_url: query_url.to_string(),
+        nats_url: nats.url(),
+        agent_id: None,
+        name: format!("agent-{}", capabilities.join("-")),
+        agent_type: "test".into(),
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        max_concurrent_tasks: max,
+        config: serde_json::json!({}),
+        heartbeat_every: Duration::from_millis(200),
+        poll_every: Duration::from_secs(1),
+    }
+}
+
+impl System {
+    /// The whole system with the coordinator on (fast clocks).
+    pub async fn start_coordinated() -> Self {
+        let db = TestDb::new().await;
+        let nats = NatsServer::start().await;
+        let command = start_service(coordinated_config(&db, &nats)).await;
+        let projectors = start_projectors(
+            &projectors_config(&db, &nats),
+            projectors::all_projections(),
+        )
+        .await;
+        let query = start_query(&db, &nats).await;
+        let pool = db.pool().await;
+        Self {
+            db,
+            nats,
+            command,
+            projectors,
+            query,
+            pool,
+        }
+    }
+}
