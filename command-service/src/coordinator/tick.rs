@@ -174,7 +174,7 @@ impl Coordinator {
     pub(crate) async fn notify(&self, notice: Notice) {
         let (subject, body) = match notice {
             Notice::Assigned { agent_id, task_id } => {
-                let row: Option<(i32, String, serde_json::Value, Option<DateTime<Utc>>, Option<i64>)> =
+                let row: Option<AssignedRow> =
                     sqlx::query_as(
                         "SELECT attempt, task_type, input, lease_expires_at, execution_timeout_secs \
                          FROM coord_tasks WHERE task_id = $1 AND status = 'assigned' AND agent_id = $2",
@@ -184,7 +184,14 @@ impl Coordinator {
                     .fetch_optional(&self.pool)
                     .await
                     .unwrap_or(None);
-                let Some((attempt, task_type, input, Some(lease), exec)) = row else {
+                let Some(AssignedRow {
+                    attempt,
+                    task_type,
+                    input,
+                    lease_expires_at: Some(lease),
+                    execution_timeout_secs: exec,
+                }) = row
+                else {
                     return;
                 };
                 let a = Assignment {
@@ -226,20 +233,21 @@ impl Coordinator {
         let window = chrono::Duration::from_std(self.settings.heartbeat_window)
             .unwrap_or(chrono::Duration::MAX);
         let now = Utc::now();
-        let rows: Vec<(
-            Uuid,
-            i64,
-            String,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        )> = sqlx::query_as(
+        let rows: Vec<LivenessRow> = sqlx::query_as(
             "SELECT a.agent_id, a.version, a.status, a.status_since, l.last_seen_at \
              FROM coord_agents a LEFT JOIN agent_liveness l USING (agent_id) \
              WHERE a.status IN ('active', 'unhealthy')",
         )
         .fetch_all(&self.pool)
         .await?;
-        for (agent_id, version, status, since, seen) in rows {
+        for LivenessRow {
+            agent_id,
+            version,
+            status,
+            status_since: since,
+            last_seen_at: seen,
+        } in rows
+        {
             let last_sign = seen.max(since).unwrap_or(now);
             if status == "active" && now - last_sign > window {
                 let reason = format!("no heartbeat for {} s", (now - last_sign).num_seconds());
@@ -379,7 +387,7 @@ impl Coordinator {
     /// active agent with every required capability and free capacity, least
     /// loaded first, avoiding the agent of the previous attempt where possible.
     async fn dispatch(&self) -> Tick<()> {
-        let tasks: Vec<(Uuid, i64, String, Vec<String>, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+        let tasks: Vec<QueuedRow> = sqlx::query_as(
             "SELECT task_id, version, correlation_id, required_capabilities, target_agent_id, last_agent_id \
              FROM coord_tasks WHERE status = 'queued' ORDER BY priority DESC, queued_at, task_id LIMIT 500",
         )
@@ -398,7 +406,15 @@ impl Coordinator {
         .await?;
         let lease = chrono::Duration::from_std(self.settings.lease)
             .unwrap_or(chrono::Duration::seconds(30));
-        for (task_id, version, corr, required, target, previous) in tasks {
+        for QueuedRow {
+            task_id,
+            version,
+            correlation_id: corr,
+            required_capabilities: required,
+            target_agent_id: target,
+            last_agent_id: previous,
+        } in tasks
+        {
             let chosen = agents
                 .iter_mut()
                 .filter(|(id, caps, max, load)| {
@@ -418,6 +434,34 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct AssignedRow {
+    attempt: i32,
+    task_type: String,
+    input: serde_json::Value,
+    lease_expires_at: Option<DateTime<Utc>>,
+    execution_timeout_secs: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LivenessRow {
+    agent_id: Uuid,
+    version: i64,
+    status: String,
+    status_since: Option<DateTime<Utc>>,
+    last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct QueuedRow {
+    task_id: Uuid,
+    version: i64,
+    correlation_id: String,
+    required_capabilities: Vec<String>,
+    target_agent_id: Option<Uuid>,
+    last_agent_id: Option<Uuid>,
 }
 
 fn log_refusal(kind: &str, id: Uuid, e: &ApiError) {
