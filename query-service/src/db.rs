@@ -117,6 +117,7 @@ pub struct TaskFilter {
     /// Tasks this agent has held or was targeted at (from their history).
     pub touched_by_agent: Option<Uuid>,
     pub priority: Option<i16>,
+    pub parent_task_id: Option<Uuid>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub q: Option<String>,
@@ -144,6 +145,9 @@ fn task_where(q: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, with_cursor: b
     }
     if let Some(p) = f.priority {
         q.push(" AND t.priority = ").push_bind(p);
+    }
+    if let Some(parent) = f.parent_task_id {
+        q.push(" AND t.parent_task_id = ").push_bind(parent);
     }
     if let Some(at) = f.created_after {
         q.push(" AND t.created_at >= ").push_bind(at);

@@ -137,6 +137,9 @@ pub struct TaskProgressReported {
     /// 0 to 100.
     pub percent: u8,
     pub message: Option<String>,
+    /// When the agent reported it (absent in events written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -141,6 +141,10 @@ pub struct CommandAccepted {
     /// True when an idempotent submit found the task it had already created.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// True when a progress report was not recorded as an event (too soon
+    /// after the last one and too small a change); live subscribers still got it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coalesced: bool,
 }
 
 /// The answer to a heartbeat.

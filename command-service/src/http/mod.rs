@@ -164,5 +164,6 @@ fn accepted(
         version,
         correlation_id: ctx.metadata.correlation_id.clone(),
         replayed,
+        coalesced: false,
     }
 }

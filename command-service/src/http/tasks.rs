@@ -7,11 +7,12 @@ use axum::Json;
 use chrono::{Duration, Utc};
 use domain::task::SubmitTask;
 use domain::{DomainError, Task, TaskCommand};
+use schemas::agent::ProgressUpdate;
 use schemas::http::{
     AssignTaskRequest, CancelTaskRequest, CommandAccepted, CompleteTaskRequest, FailTaskRequest,
     ReportProgressRequest, StartTaskRequest, SubmitTaskRequest,
 };
-use schemas::subjects::TASK;
+use schemas::subjects::{self, TASK};
 use schemas::Problem;
 use uuid::Uuid;
 
@@ -268,7 +269,10 @@ pub async fn start_task(
     run(&state, id, &ctx, &headers, command).await
 }
 
-/// The agent running the task reports progress.
+/// The agent running the task reports progress. It is recorded as an event at
+/// most once a second unless the percentage moves by 10 or more (`coalesced`
+/// says when it was not); every report reaches live subscribers on NATS
+/// `sutazai.progress.task.<id>` and the query service's WebSocket and SSE.
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/progress", tag = "agent-facing",
     params(("id" = Uuid, Path, description = "Task id"), super::IfMatch),
     request_body = ReportProgressRequest,
@@ -283,12 +287,47 @@ pub async fn report_progress(
     headers: HeaderMap,
     ValidJson(body): ValidJson<ReportProgressRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
+    let now = Utc::now();
     let command = TaskCommand::ReportProgress {
         agent_id: body.agent_id,
         percent: body.percent,
-        message: body.message,
+        message: body.message.clone(),
+        now,
     };
-    run(&state, id, &ctx, &headers, command).await
+    let expected = super::context::expected_version(&headers)?;
+    let committed = store::execute(
+        &state.stores.tasks,
+        &id.to_string(),
+        command,
+        ctx.event_metadata(now),
+        expected,
+    )
+    .await?;
+    let recorded = !committed.events.is_empty();
+    // Every accepted report reaches live subscribers, recorded or not.
+    let update = ProgressUpdate {
+        task_id: id,
+        agent_id: body.agent_id,
+        percent: body.percent,
+        message: body.message,
+        at: now,
+        recorded,
+    };
+    match serde_json::to_vec(&update) {
+        Ok(bytes) => {
+            if let Err(e) = state
+                .nats
+                .publish(subjects::task_progress(&id.to_string()), bytes.into())
+                .await
+            {
+                tracing::warn!(error = %e, "progress not published to live subscribers");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "progress not encoded"),
+    }
+    let mut accepted = super::accepted(TASK, id, committed.version, &ctx, false);
+    accepted.coalesced = !recorded;
+    Ok(Json(accepted))
 }
 
 /// The agent running the task reports success and its output.

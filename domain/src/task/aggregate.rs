@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use schemas::events::{
@@ -32,7 +33,15 @@ pub struct Task {
     pub retryable: bool,
     pub depends_on: Vec<Uuid>,
     pub idempotency_key: Option<String>,
+    /// The last recorded progress report, for coalescing.
+    #[serde(default)]
+    pub last_progress: Option<(DateTime<Utc>, u8)>,
 }
+
+/// Progress reports closer together than this are coalesced…
+const PROGRESS_INTERVAL_MS: i64 = 1000;
+/// …unless the percentage moved by at least this much.
+const PROGRESS_JUMP: u8 = 10;
 
 impl Aggregate for Task {
     const TYPE: &'static str = schemas::subjects::TASK;
@@ -75,8 +84,15 @@ impl Aggregate for Task {
                 self.status = Some(TaskStatus::Assigned);
                 self.agent_id = Some(e.agent_id);
             }
-            TaskEvent::TaskStarted(_) => self.status = Some(TaskStatus::Running),
-            TaskEvent::TaskProgressReported(_) => {}
+            TaskEvent::TaskStarted(_) => {
+                self.status = Some(TaskStatus::Running);
+                self.last_progress = None;
+            }
+            TaskEvent::TaskProgressReported(e) => {
+                if let Some(at) = e.reported_at {
+                    self.last_progress = Some((at, e.percent));
+                }
+            }
             TaskEvent::TaskSucceeded(_) => self.status = Some(TaskStatus::Succeeded),
             TaskEvent::TaskFailed(e) => {
                 self.status = Some(TaskStatus::Failed);
@@ -154,16 +170,25 @@ impl Task {
                 agent_id,
                 percent,
                 message,
+                now,
             } => match status {
                 Running => {
                     self.check_holder(agent_id)?;
                     if percent > 100 {
                         return Err(DomainError::invalid("percent", "must be 0 to 100"));
                     }
+                    let message = validate::optional_text("message", message)?;
+                    if let Some((at, last)) = self.last_progress {
+                        let soon = (now - at).num_milliseconds() < PROGRESS_INTERVAL_MS;
+                        if soon && percent.abs_diff(last) < PROGRESS_JUMP && percent < 100 {
+                            return Ok(vec![]);
+                        }
+                    }
                     TaskEvent::TaskProgressReported(TaskProgressReported {
                         agent_id,
                         percent,
-                        message: validate::optional_text("message", message)?,
+                        message,
+                        reported_at: Some(now),
                     })
                 }
                 _ => return refuse("report progress on"),

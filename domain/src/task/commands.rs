@@ -17,10 +17,13 @@ pub enum TaskCommand {
     StartTask {
         agent_id: Uuid,
     },
+    /// Recorded at most once a second per task unless the percentage jumps
+    /// by 10 or more (or reaches 100); otherwise it yields no event.
     ReportProgress {
         agent_id: Uuid,
         percent: u8,
         message: Option<String>,
+        now: DateTime<Utc>,
     },
     CompleteTask {
         agent_id: Uuid,

@@ -371,14 +371,52 @@ fn progress_while_running() {
             agent_id: AGENT,
             percent: 40,
             message: Some("halfway-ish".into()),
+            now: now(),
         })
-        .then_expect_events(vec![TaskEvent::TaskProgressReported(
-            TaskProgressReported {
-                agent_id: AGENT,
-                percent: 40,
-                message: Some("halfway-ish".into()),
-            },
-        )]);
+        .then_expect_events(vec![progress(40, now())]);
+}
+
+fn progress(percent: u8, at: DateTime<Utc>) -> TaskEvent {
+    TaskEvent::TaskProgressReported(TaskProgressReported {
+        agent_id: AGENT,
+        percent,
+        message: if percent == 40 {
+            Some("halfway-ish".into())
+        } else {
+            None
+        },
+        reported_at: Some(at),
+    })
+}
+
+#[test]
+fn progress_is_coalesced_unless_a_second_passed_or_it_jumped() {
+    let mut given = running_task();
+    given.push(progress(40, now()));
+    let report = |percent, at| TaskCommand::ReportProgress {
+        agent_id: AGENT,
+        percent,
+        message: None,
+        now: at,
+    };
+    let soon = now() + Duration::milliseconds(300);
+    TaskTest::with(())
+        .given(given.clone())
+        .when(report(45, soon))
+        .then_expect_events(vec![]);
+    TaskTest::with(())
+        .given(given.clone())
+        .when(report(50, soon))
+        .then_expect_events(vec![progress(50, soon)]);
+    TaskTest::with(())
+        .given(given.clone())
+        .when(report(100, soon))
+        .then_expect_events(vec![progress(100, soon)]);
+    let later = now() + Duration::milliseconds(1000);
+    TaskTest::with(())
+        .given(given)
+        .when(report(41, later))
+        .then_expect_events(vec![progress(41, later)]);
 }
 
 #[test]
@@ -387,6 +425,7 @@ fn progress_refusals() {
         agent_id,
         percent,
         message: None,
+        now: now(),
     };
     assert_eq!(refused_field(running_task(), cmd(AGENT, 101)), "percent");
     TaskTest::with(())

@@ -89,7 +89,9 @@ fn filter_subject(aggregate_type: Option<&str>, id: Option<Uuid>) -> Result<Stri
 }
 
 /// Server-sent events: one SSE event per domain event, `id` = stream
-/// position, `event` = event type, `data` = the envelope (JSON).
+/// position, `event` = event type, `data` = the envelope (JSON). For one task,
+/// every progress report (recorded or coalesced) also arrives as a
+/// `progress` event without an id.
 #[utoipa::path(get, path = "/api/v1/stream", tag = "live", params(StreamParams,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this stream position")),
     responses(
@@ -117,8 +119,13 @@ pub async fn sse(
         ),
     };
     let deliver = last_event_id.or(p.from).map_or(DeliverPolicy::New, after);
+    let progress = match (p.aggregate_type.as_deref(), p.aggregate_id) {
+        (Some(TASK), Some(id)) => Some(progress_updates(&state, id).await?),
+        _ => None,
+    };
     let messages = subscribe(&state, subject, deliver).await?;
     let mut stopping = state.stopping.clone();
+    let stopping_progress = state.stopping.clone();
     let events = messages
         .take_until(async move {
             let _ = stopping.wait_for(|s| *s).await;
@@ -138,7 +145,21 @@ pub async fn sse(
                 .event(event_type)
                 .data(data)))
         });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    // Every progress report of the task, recorded or coalesced, as `progress`
+    // events without an id (they are not stream positions).
+    let progress = futures::stream::iter(progress)
+        .flatten()
+        .take_until(async move {
+            let mut s = stopping_progress;
+            let _ = s.wait_for(|s| *s).await;
+        })
+        .map(|m| {
+            Ok(Event::default()
+                .event("progress")
+                .data(&String::from_utf8_lossy(&m.payload)))
+        });
+    let merged = futures::stream::select(events, progress);
+    Ok(Sse::new(merged).keep_alive(KeepAlive::default()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -150,7 +171,8 @@ pub struct WsParams {
 }
 
 /// WebSocket: each event of one task as a text message
-/// `{"stream_sequence": n, "event": <envelope>}`.
+/// `{"stream_sequence": n, "event": <envelope>}`, and every progress report
+/// (recorded or coalesced) as `{"progress": {...}}`.
 #[utoipa::path(get, path = "/ws/tasks/{id}", tag = "live",
     params(("id" = Uuid, Path, description = "Task id"), WsParams),
     responses(
@@ -164,6 +186,7 @@ pub async fn ws_task(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let deliver = p.from.map_or(DeliverPolicy::All, after);
+    let progress = progress_updates(&state, id).await?;
     let messages = subscribe(
         &state,
         subjects::event_subject(TASK, &id.to_string()),
@@ -172,17 +195,38 @@ pub async fn ws_task(
     .await?;
     let stopping = state.stopping.clone();
     Ok(ws
-        .on_upgrade(move |socket| pump(socket, messages, stopping))
+        .on_upgrade(move |socket| pump(socket, messages, progress, stopping))
         .into_response())
+}
+
+/// Every progress report of a task (core NATS; not stored, not resumable).
+async fn progress_updates(
+    state: &AppState,
+    task_id: Uuid,
+) -> Result<async_nats::Subscriber, ApiError> {
+    state
+        .nats
+        .subscribe(subjects::task_progress(&task_id.to_string()))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("event stream unreachable: {e}")))
 }
 
 async fn pump(
     mut socket: WebSocket,
     mut messages: Messages,
+    mut progress: async_nats::Subscriber,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
+            update = progress.next() => {
+                let Some(m) = update else { continue };
+                let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                let text = serde_json::json!({"progress": body}).to_string();
+                if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
             _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
                 let _ = socket.send(WsMessage::Close(None)).await;
                 break;

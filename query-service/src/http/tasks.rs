@@ -33,6 +33,8 @@ pub struct TaskListParams {
     agent_id: Option<Uuid>,
     /// 0–9.
     priority: Option<i16>,
+    /// Children of this task.
+    parent_task_id: Option<Uuid>,
     /// Created at or after (RFC 3339).
     created_after: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
@@ -87,6 +89,7 @@ pub async fn list_tasks(
         task_type: p.task_type,
         agent_id: p.agent_id,
         priority: p.priority,
+        parent_task_id: p.parent_task_id,
         created_after: p.created_after,
         created_before: p.created_before,
         q,

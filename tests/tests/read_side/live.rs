@@ -182,9 +182,83 @@ async fn websocket_and_sse_clients_receive_events_live_and_sse_resumes_exactly()
             .unwrap();
         if let Message::Text(text) = msg {
             let v: Value = serde_json::from_str(&text).unwrap();
-            more.push(v["event"]["sequence"].as_i64().unwrap());
+            // Progress reports arrive too, as `{"progress": ...}`.
+            if let Some(seq) = v["event"]["sequence"].as_i64() {
+                more.push(seq);
+            }
         }
     }
     assert_eq!(more, [5, 6, 7]);
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn progress_is_coalesced_in_the_log_but_every_report_reaches_live_subscribers() {
+    let sys = System::start().await;
+    let api = Apis::new(&sys);
+    let agent = api.agent("w", "worker", &[]).await;
+    let (task, _) = api.cmd("/api/v1/tasks", json!({"task_type": "echo"})).await;
+    api.cmd(
+        &format!("/api/v1/tasks/{task}/assign"),
+        json!({"agent_id": agent}),
+    )
+    .await;
+    api.cmd(
+        &format!("/api/v1/tasks/{task}/start"),
+        json!({"agent_id": agent}),
+    )
+    .await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/tasks/{task}", sys.query.addr))
+            .await
+            .unwrap();
+    // Let the subscription settle before reporting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut coalesced = Vec::new();
+    for p in [10, 12, 14, 16, 18, 40] {
+        let r = api
+            .http
+            .post(format!("{}/api/v1/tasks/{task}/progress", api.command))
+            .json(&json!({"agent_id": agent, "percent": p}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        coalesced.push(body["coalesced"].as_bool().unwrap_or(false));
+    }
+    assert_eq!(
+        coalesced,
+        [false, true, true, true, true, false],
+        "10 and the jump to 40 are recorded"
+    );
+    let mut live = Vec::new();
+    while live.len() < 6 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = msg {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if let Some(p) = v.get("progress") {
+                live.push(p["percent"].as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(
+        live,
+        [10, 12, 14, 16, 18, 40],
+        "every report reached the WebSocket"
+    );
+    sys.caught_up().await;
+    let events = api.read(&format!("/api/v1/tasks/{task}/events")).await;
+    let recorded: Vec<u64> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "TaskProgressReported")
+        .map(|e| e["payload"]["percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(recorded, [10, 40]);
     sys.stop().await;
 }
