@@ -156,7 +156,7 @@ pub async fn sse(
         .map(|m| {
             Ok(Event::default()
                 .event("progress")
-                .data(&String::from_utf8_lossy(&m.payload)))
+                .data(String::from_utf8_lossy(&m.payload)))
         });
     let merged = futures::stream::select(events, progress);
     Ok(Sse::new(merged).keep_alive(KeepAlive::default()))
