@@ -12,7 +12,7 @@ export DATABASE_URL=${DATABASE_URL:-$(ensure_database sutazai)}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:$NATS_PORT}
 
 log "building the services (release; the first build takes several minutes)"
-cargo build --release -p command-service -p projectors -p query-service
+cargo build --release -p command-service -p projectors -p query-service -p agent-sdk
 
 pids=()
 stop() {
@@ -45,10 +45,17 @@ wait_ready "projectors" "http://$PROJECTORS_BIND/health/ready"
 pids+=($!)
 wait_ready "query service" "http://$QUERY_BIND/health/ready"
 
+# A reference agent, so that submitted tasks run end to end.
+mkdir -p "$DATA_DIR"
+COMMAND_URL="http://$COMMAND_BIND" QUERY_URL="http://$QUERY_BIND" \
+    ./target/release/reference-agent --name reference-agent-1 --id-file "$DATA_DIR/reference-agent.id" &
+pids+=($!)
+
 log "command API:   http://$COMMAND_BIND/api/v1      docs http://$COMMAND_BIND/docs"
 log "query API:     http://$QUERY_BIND/api/v1      docs http://$QUERY_BIND/docs"
 log "live updates:  http://$QUERY_BIND/api/v1/stream (SSE), ws://$QUERY_BIND/ws/tasks/{id}"
 log "projectors:    http://$PROJECTORS_BIND/metrics"
+log "agent:         reference-agent-1 (echo, sleep, fail, http.fetch; text.summarize with OLLAMA_URL)"
 log "events:        NATS $NATS_URL, stream SUTAZAI_EVENTS, subjects sutazai.events.>"
 log "press Ctrl-C to stop"
 wait "${pids[@]}"

@@ -24,6 +24,10 @@ struct Args {
     /// Attach to this agent instead of registering a new one.
     #[arg(long, env = "AGENT_ID")]
     agent_id: Option<Uuid>,
+    /// Keep the agent id in this file: attach to the id in it when it exists,
+    /// else register and write the new id there.
+    #[arg(long, env = "AGENT_ID_FILE")]
+    id_file: Option<std::path::PathBuf>,
     #[arg(long, env = "AGENT_NAME", default_value = "reference-agent")]
     name: String,
     #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4)]
@@ -160,12 +164,17 @@ async fn main() -> std::process::ExitCode {
             .clone()
             .map(|u| (u, args.ollama_model.clone())),
     });
+    let stored = args
+        .id_file
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| Uuid::parse_str(s.trim()).ok());
     let options = AgentOptions {
-        command_url: args.command_url,
-        query_url: args.query_url,
-        nats_url: args.nats_url,
-        agent_id: args.agent_id,
-        name: args.name,
+        command_url: args.command_url.clone(),
+        query_url: args.query_url.clone(),
+        nats_url: args.nats_url.clone(),
+        agent_id: args.agent_id.or(stored),
+        name: args.name.clone(),
         agent_type: "reference".into(),
         capabilities,
         max_concurrent_tasks: args.max_concurrent_tasks,
@@ -176,6 +185,11 @@ async fn main() -> std::process::ExitCode {
     match start(options, executor).await {
         Ok(agent) => {
             tracing::info!(agent_id = %agent.agent_id, "reference agent running");
+            if let Some(path) = &args.id_file {
+                if let Err(e) = std::fs::write(path, agent.agent_id.to_string()) {
+                    tracing::warn!(error = %e, "cannot keep the agent id");
+                }
+            }
             println!("agent {}", agent.agent_id);
             service_kit::shutdown_signal().await;
             agent.stop().await;

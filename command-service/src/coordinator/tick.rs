@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::{AgentCommand, TaskCommand};
+use futures::StreamExt;
 use schemas::agent::{Assignment, Cancellation};
 use schemas::decode::DomainEvent;
 use schemas::envelope::metadata_keys;
@@ -18,6 +19,9 @@ use crate::error::ApiError;
 use crate::store;
 
 type Tick<T> = Result<T, sqlx::Error>;
+
+/// Assignments issued at once in one dispatch pass.
+const DISPATCH_CONCURRENCY: usize = 16;
 
 impl Coordinator {
     /// One pass over every kind of deadline and decision. Errors are logged:
@@ -406,10 +410,13 @@ impl Coordinator {
         .await?;
         let lease = chrono::Duration::from_std(self.settings.lease)
             .unwrap_or(chrono::Duration::seconds(30));
+        // Plan every assignment first (capacity is counted as planned), then
+        // issue them concurrently: they touch different aggregates.
+        let mut plan = Vec::new();
         for QueuedRow {
             task_id,
             version,
-            correlation_id: corr,
+            correlation_id,
             required_capabilities: required,
             target_agent_id: target,
             last_agent_id: previous,
@@ -424,13 +431,22 @@ impl Coordinator {
                 })
                 .min_by_key(|(id, _, _, load)| (Some(*id) == previous, *load, *id));
             let Some(agent) = chosen else { continue };
-            let command = TaskCommand::AssignTask {
-                agent_id: agent.0,
-                lease_expires_at: Utc::now() + lease,
-            };
-            if self.task_command(task_id, version, &corr, command).await? {
-                agent.3 += 1;
-            }
+            agent.3 += 1;
+            plan.push((task_id, version, correlation_id, agent.0));
+        }
+        let results: Vec<Tick<bool>> = futures::stream::iter(plan)
+            .map(|(task_id, version, corr, agent_id)| async move {
+                let command = TaskCommand::AssignTask {
+                    agent_id,
+                    lease_expires_at: Utc::now() + lease,
+                };
+                self.task_command(task_id, version, &corr, command).await
+            })
+            .buffer_unordered(DISPATCH_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            r?;
         }
         Ok(())
     }
