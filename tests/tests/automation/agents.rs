@@ -285,3 +285,76 @@ async fn cancelling_a_running_task_stops_it_on_the_agent() {
     worker.stop().await;
     sys.stop().await;
 }
+
+#[tokio::test]
+async fn an_unstarted_assignment_times_out_at_its_lease_and_nats_heartbeats_keep_an_agent_alive() {
+    let db = tests::TestDb::new().await;
+    let nats = tests::NatsServer::start().await;
+    let mut c = tests::coordinated_config(&db, &nats);
+    c.lease_secs = 1;
+    let command = tests::start_service(c).await;
+    let projectors = tests::start_projectors(
+        &tests::projectors_config(&db, &nats),
+        projectors::all_projections(),
+    )
+    .await;
+    let query = tests::start_query(&db, &nats).await;
+    let api = Api {
+        command: format!("http://{}", command.addr),
+        query: format!("http://{}", query.addr),
+        http: reqwest::Client::new(),
+    };
+    // An agent that only heartbeats (over NATS) and never starts anything.
+    let agent: Uuid = api
+        .post(
+            "/api/v1/agents",
+            json!({"name": "lazy", "agent_type": "t", "capabilities": ["lazy"]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    api.post(&format!("/api/v1/agents/{agent}/activate"), json!({}))
+        .await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let beat = client.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            let _ = beat
+                .publish(
+                    schemas::subjects::agent_heartbeat(&agent.to_string()),
+                    r#"{"load":0}"#.into(),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let task = api
+        .submit(json!({"task_type": "echo", "required_capabilities": ["lazy"], "max_retries": 1}))
+        .await;
+    let done = api
+        .wait_all(&[task], &["timed_out"], Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let view = api.task(task).await;
+    assert_eq!(view["status"], "timed_out", "{}", done[&task]);
+    assert_eq!(
+        view["attempt"], 2,
+        "retried once after the first lease expired"
+    );
+    let failures = view["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2);
+    assert!(failures
+        .iter()
+        .all(|f| f["error"].as_str().unwrap().contains("lease")));
+    assert_eq!(
+        api.agent(agent).await["status"],
+        "active",
+        "NATS heartbeats kept it alive"
+    );
+    beats.abort();
+    query.shutdown().await;
+    projectors.shutdown().await;
+    command.shutdown().await.unwrap();
+}
