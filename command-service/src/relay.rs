@@ -50,6 +50,7 @@ pub struct OutboxRow {
     pub payload: Value,
     pub metadata: Value,
     pub committed_at: DateTime<Utc>,
+    pub hash: Option<String>,
 }
 
 impl OutboxRow {
@@ -92,6 +93,7 @@ impl OutboxRow {
             occurred_at,
             metadata: EventMetadata::from_map(&map),
             payload: self.payload.clone(),
+            hash: self.hash.clone(),
         }
     }
 
@@ -122,7 +124,7 @@ impl OutboxRow {
 pub async fn fetch_batch(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
     sqlx::query_as::<_, OutboxRow>(
         "SELECT id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                payload, metadata, committed_at \
+                payload, metadata, committed_at, hash \
          FROM outbox ORDER BY id LIMIT $1",
     )
     .bind(limit)

@@ -113,6 +113,52 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Every event of one aggregate, from the event store of record; with
+    /// `--as-of` also its state at that version or time.
+    History {
+        /// `task` or `agent`.
+        #[arg(long, default_value = "task")]
+        aggregate_type: String,
+        #[arg(long)]
+        id: String,
+        /// A version number or an RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<crate::audit::AsOf>,
+        /// JSON output for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event, in every aggregate, that one request caused.
+    Trace {
+        #[arg(long)]
+        correlation_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events as JSON Lines, for an external audit.
+    Export {
+        #[arg(long)]
+        aggregate_type: Option<String>,
+        #[arg(long)]
+        aggregate_id: Option<String>,
+        #[arg(long)]
+        event_type: Option<String>,
+        /// From this time (RFC 3339), inclusive.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Until this time (RFC 3339), exclusive.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Walk the event store and report the first broken link of each
+    /// aggregate's hash chain; exits 1 when one is broken.
+    VerifyChain {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Config {

@@ -8,12 +8,14 @@
 //! - [`dead_letters`]: park, list, re-drive, discard.
 //! - [`read_models`]: the Postgres read models (`agents`, `tasks`, `task_events`).
 //! - [`http`]: `/metrics`, `/health`, `/health/ready`.
+//! - [`audit`]: history, state as of a version or time, trace, export, hash-chain verification.
 //! - [`config`]: flags and subcommands.
 //!
 //! [`Projectors::start`] runs the chosen projections in process, so tests run
 //! the real thing.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod dead_letters;
 pub mod decode;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use projectors::config::Command;
-use projectors::{connect_pool, dead_letters, select, Config, Projectors};
+use projectors::{audit, connect_pool, dead_letters, select, Config, Projectors};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -64,6 +64,152 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("discarded dead letter {id}");
         }
+        Command::History {
+            aggregate_type,
+            id,
+            as_of,
+            json,
+        } => {
+            let pool = connect_pool(&config).await?;
+            let events = audit::history(&pool, &aggregate_type, &id).await?;
+            if events.is_empty() {
+                return Err(format!("no {aggregate_type} {id} in the event store").into());
+            }
+            let state = as_of
+                .map(|a| audit::state_at(&aggregate_type, &events, a))
+                .transpose()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"events": events, "state": state})
+                    )?
+                );
+            } else {
+                print_events(&events);
+                if let Some(state) = state {
+                    println!(
+                        "\nstate as of {}:\n{}",
+                        describe(as_of),
+                        serde_json::to_string_pretty(&state)?
+                    );
+                }
+            }
+        }
+        Command::Trace {
+            correlation_id,
+            json,
+        } => {
+            let pool = connect_pool(&config).await?;
+            let events = audit::trace(&pool, &correlation_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                print_events(&events);
+            }
+        }
+        Command::Export {
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            since,
+            until,
+            out,
+        } => {
+            let pool = connect_pool(&config).await?;
+            let filter = audit::ExportFilter {
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                since,
+                until,
+            };
+            let bar = spinner("exporting");
+            let started = std::time::Instant::now();
+            let n = match out {
+                Some(path) => {
+                    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+                    audit::export(&pool, &filter, &mut file, |n| bar.set_position(n)).await?
+                }
+                None => {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                    audit::export(&pool, &filter, &mut stdout, |n| bar.set_position(n)).await?
+                }
+            };
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "exported {n} events in {secs:.1} s ({:.0} events/s)",
+                n as f64 / secs.max(1e-9)
+            );
+        }
+        Command::VerifyChain { json } => {
+            let pool = connect_pool(&config).await?;
+            let bar = spinner("verifying");
+            let started = std::time::Instant::now();
+            let report = audit::verify_chain(&pool, |n| bar.set_position(n)).await?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "checked {} events of {} aggregates in {secs:.1} s ({:.0} events/s)",
+                    report.events_checked,
+                    report.aggregates_checked,
+                    report.events_checked as f64 / secs.max(1e-9)
+                );
+                for b in &report.broken {
+                    println!(
+                        "BROKEN {}/{} at sequence {}: {}",
+                        b.aggregate_type, b.aggregate_id, b.sequence, b.reason
+                    );
+                }
+                if report.broken.is_empty() {
+                    println!("every chain holds");
+                }
+            }
+            if !report.broken.is_empty() {
+                return Err(format!("{} broken chain(s)", report.broken.len()).into());
+            }
+        }
     }
     Ok(())
+}
+
+fn print_events(events: &[audit::AuditEvent]) {
+    for e in events {
+        println!(
+            "{}/{}#{}  {}  {}  actor={}  correlation={}  causation={}",
+            e.aggregate_type,
+            e.aggregate_id,
+            e.sequence,
+            e.occurred_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            e.event_type,
+            e.actor.as_deref().unwrap_or(""),
+            e.correlation_id.as_deref().unwrap_or(""),
+            e.causation_id.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn describe(as_of: Option<audit::AsOf>) -> String {
+    match as_of {
+        Some(audit::AsOf::Version(v)) => format!("version {v}"),
+        Some(audit::AsOf::Time(t)) => t.to_rfc3339(),
+        None => "now".into(),
+    }
+}
+
+fn spinner(what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} {pos} events ({per_sec}) {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }

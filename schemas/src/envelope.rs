@@ -74,6 +74,10 @@ pub struct EventEnvelope {
     /// The event in its stored form, `{"<event_type>": {...}}`; decode it with
     /// [`crate::AgentEvent`] or [`crate::TaskEvent`] after [`crate::upcast`].
     pub payload: Value,
+    /// SHA-256 (hex) of this event chained to the previous event of the same
+    /// aggregate, as stored in the event store (tamper evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 impl EventEnvelope {

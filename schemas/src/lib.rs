@@ -13,6 +13,7 @@
 //! - [`http`]: request and response bodies of the HTTP APIs (utoipa schemas).
 //! - [`problem`]: the RFC 7807 problem+json error body.
 //! - [`query`]: response bodies of the query API.
+//! - [`state`]: an aggregate's state folded from its events (audits).
 //! - [`status`]: lifecycle states of agents and tasks.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod events;
 pub mod http;
 pub mod problem;
 pub mod query;
+pub mod state;
 pub mod status;
 pub mod subjects;
 pub mod upcast;

@@ -67,6 +67,8 @@ pub mod headers {
     pub const AGGREGATE_SEQUENCE: &str = "Sutazai-Aggregate-Sequence";
     pub const CORRELATION_ID: &str = "Sutazai-Correlation-Id";
     pub const CAUSATION_ID: &str = "Sutazai-Causation-Id";
+    /// The event's chained hash (see `EventEnvelope::hash`).
+    pub const EVENT_HASH: &str = "Sutazai-Event-Hash";
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ impl Coordinator {
                     ..Default::default()
                 },
                 payload: serde_json::Value::Null,
+                hash: None,
             };
             if let Some(n) = view::apply(&mut tx, &envelope, event).await? {
                 notices.push(n);
