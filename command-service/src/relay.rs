@@ -115,6 +115,9 @@ impl OutboxRow {
             headers::CAUSATION_ID,
             envelope.metadata.causation_id.as_str(),
         );
+        if let Some(hash) = &self.hash {
+            h.insert(headers::EVENT_HASH, hash.as_str());
+        }
         let body = serde_json::to_vec(&envelope)?;
         Ok(PublishMessage::build().payload(body.into()).headers(h))
     }

@@ -196,6 +196,21 @@ pub async fn task_events(pool: &PgPool, id: Uuid) -> Result<Vec<TaskEventView>, 
     rows.into_iter().map(from_json).collect()
 }
 
+/// Every task event carrying `correlation_id`, in the order they happened.
+pub async fn correlated(
+    pool: &PgPool,
+    correlation_id: &str,
+) -> Result<Vec<TaskEventView>, ApiError> {
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(e) FROM task_events e WHERE correlation_id = $1 \
+         ORDER BY occurred_at, stream_sequence",
+    )
+    .bind(correlation_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(from_json).collect()
+}
+
 pub async fn stats(pool: &PgPool) -> Result<StatsView, ApiError> {
     let rows: Vec<Value> = sqlx::query_scalar(
         "SELECT jsonb_build_object('task_type', task_type, 'status', status, 'count', count, \

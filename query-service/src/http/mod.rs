@@ -1,6 +1,7 @@
 //! The read-only HTTP API: routes, middleware, OpenAPI document.
 
 mod agents;
+mod audit;
 pub mod extract;
 mod health;
 mod live;
@@ -49,6 +50,7 @@ pub struct AppState {
         (name = "tasks", description = "Task read models and history"),
         (name = "stats", description = "Aggregates over tasks"),
         (name = "live", description = "Live event streams"),
+        (name = "audit", description = "State at a point in time, what one request caused"),
         (name = "health", description = "Liveness and readiness"),
     ),
     components(schemas(
@@ -69,6 +71,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::task_events))
         .routes(routes!(stats::stats))
+        .routes(routes!(audit::task_state))
+        .routes(routes!(audit::correlation))
         .routes(routes!(live::sse))
         .routes(routes!(live::ws_task))
         .routes(routes!(health::health))

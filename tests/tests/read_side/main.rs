@@ -1,6 +1,7 @@
 //! End-to-end tests of the read side: commands → stream → projector → read
 //! models → query API, against real Postgres and a private nats-server.
 
+mod audit;
 mod crash;
 mod dead_letters;
 mod live;
