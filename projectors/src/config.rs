@@ -153,6 +153,22 @@ pub enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Rebuild a projection from the stream into a fresh copy while the live
+    /// one serves, then swap it in atomically.
+    Rebuild {
+        #[arg(long, default_value = crate::read_models::NAME)]
+        projection: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild into a scratch copy and compare it with the live projection
+    /// row by row; exits 1 when they differ.
+    Verify {
+        #[arg(long, default_value = crate::read_models::NAME)]
+        projection: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Walk the event store and report the first broken link of each
     /// aggregate's hash chain; exits 1 when one is broken.
     VerifyChain {

@@ -21,6 +21,7 @@ pub mod dead_letters;
 pub mod decode;
 pub mod http;
 pub mod read_models;
+pub mod rebuild;
 pub mod runtime;
 
 use std::net::SocketAddr;

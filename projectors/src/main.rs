@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use projectors::config::Command;
-use projectors::{audit, connect_pool, dead_letters, select, Config, Projectors};
+use projectors::{audit, connect_pool, dead_letters, rebuild, select, Config, Projectors};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -142,6 +142,59 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 "exported {n} events in {secs:.1} s ({:.0} events/s)",
                 n as f64 / secs.max(1e-9)
             );
+        }
+        Command::Rebuild { projection, json } | Command::Verify { projection, json } => {
+            let finish = if matches!(config.command, Some(Command::Verify { .. })) {
+                rebuild::Finish::Verify
+            } else {
+                rebuild::Finish::Swap
+            };
+            let pool = connect_pool(&config).await?;
+            let nats = async_nats::connect(config.nats_url.as_str()).await?;
+            let js = async_nats::jetstream::new(nats);
+            let chosen = select(std::slice::from_ref(&projection))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} events ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("rebuilding {projection}"));
+            for p in chosen {
+                let report = rebuild::rebuild(
+                    &pool,
+                    &js,
+                    &config.stream_name,
+                    p.as_ref(),
+                    finish,
+                    config.batch_size.max(1),
+                    |done, end| {
+                        bar.set_length(end);
+                        bar.set_position(done);
+                    },
+                )
+                .await?;
+                bar.finish_and_clear();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "{projection}: {} events in {:.1} s ({:.0} events/s), checkpoint {}{}",
+                        report.events,
+                        report.seconds,
+                        report.events_per_second,
+                        report.checkpoint,
+                        if report.swapped { ", swapped in" } else { "" }
+                    );
+                    for d in &report.differences {
+                        println!("DIFFERS {} {} ({})", d.table, d.id, d.kind);
+                    }
+                }
+                if finish == rebuild::Finish::Verify && !report.differences.is_empty() {
+                    return Err(format!("{} row(s) differ", report.differences.len()).into());
+                }
+            }
         }
         Command::VerifyChain { json } => {
             let pool = connect_pool(&config).await?;

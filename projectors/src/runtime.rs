@@ -119,7 +119,8 @@ pub fn consumer_name(prefix: &str, projection: &str) -> String {
 
 /// Serialises batches and re-drives of one projection across processes.
 pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sutazai-projection:' || $1))")
+    // Scoped by schema, so a rebuild into another schema does not contend.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sutazai-projection:' || current_schema() || ':' || $1))")
         .bind(projection)
         .execute(conn)
         .await?;

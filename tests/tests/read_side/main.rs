@@ -6,4 +6,5 @@ mod crash;
 mod dead_letters;
 mod live;
 mod queries;
+mod rebuild;
 mod support;

@@ -1,0 +1,324 @@
+//! Rebuilding a projection from the stream into a fresh copy while the live
+//! one keeps serving, then swapping it in atomically — or comparing it with
+//! the live one (`verify`).
+//!
+//! The copy is built in its own schema (`rebuild_<projection>_<ms>`) by the
+//! same projection code, through a pool whose `search_path` is that schema.
+//! At the end, under the live projection's lock (live batches wait), the copy
+//! catches up to at least the live checkpoint; then either the tables change
+//! places (`ALTER … SET SCHEMA`, one transaction: no reader sees a half-built
+//! model) and the live checkpoint moves to the copy's, or the two are
+//! compared row by row. An aborted rebuild leaves only its own schema, which
+//! the next rebuild drops. Two rebuilds of one projection cannot run at once.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgConnection};
+
+use crate::runtime::{checkpoint, lock_projection, process_batch, Projection};
+
+/// The read-model tables the `read_models` projection owns (and the view over them).
+const TABLES: &[&str] = &["agents", "tasks", "task_events"];
+const VIEWS: &[&str] = &["task_stats"];
+
+/// What to do with the copy once it has caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Swap it in for the live projection.
+    Swap,
+    /// Compare it with the live projection, then drop it.
+    Verify,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("a rebuild of {0} is already running")]
+    AlreadyRunning(String),
+    #[error("the copy parked {0} event(s); not swapped (see its dead letters, schema {1})")]
+    Parked(i64, String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// A row that differs between the live projection and the copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub table: String,
+    pub id: String,
+    /// `only_live`, `only_copy` or `differs`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RebuildReport {
+    pub schema: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    /// The stream position the result reflects.
+    pub checkpoint: u64,
+    pub swapped: bool,
+    /// For `verify`: every row that differs (empty when equal).
+    pub differences: Vec<Difference>,
+}
+
+fn lock_key(projection: &str) -> String {
+    format!("sutazai-rebuild:{projection}")
+}
+
+/// The projectors' migrations, to create the read-model tables in a schema.
+fn schema_sql() -> [&'static str; 2] {
+    [
+        include_str!("../migrations/20261125100001_read_models.sql"),
+        include_str!("../migrations/20261125100002_audit_indexes.sql"),
+    ]
+}
+
+/// Rebuilds `projection` from the whole stream. `progress` gets (applied
+/// events, stream end) after every batch.
+pub async fn rebuild(
+    pool: &PgPool,
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    projection: &dyn Projection,
+    finish: Finish,
+    batch_size: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildReport, RebuildError> {
+    let name = projection.name().to_string();
+    // One rebuild per projection: a session lock held for the whole run.
+    let mut guard: PgConnection = pool.connect_options().connect().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+        .bind(lock_key(&name))
+        .fetch_one(&mut guard)
+        .await?;
+    if !got {
+        return Err(RebuildError::AlreadyRunning(name));
+    }
+    drop_stale_copies(&mut guard, &name).await?;
+    let schema = format!("rebuild_{name}_{}", chrono::Utc::now().timestamp_millis());
+    guard
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await?;
+    guard
+        .execute(format!("SET search_path TO {schema}").as_str())
+        .await?;
+    for sql in schema_sql() {
+        guard.execute(sql).await?;
+    }
+    guard.execute("SET search_path TO DEFAULT").await?;
+
+    let copy = copy_pool(pool, &schema).await?;
+    let started = Instant::now();
+    let nats = |e: String| RebuildError::Nats(e);
+    let mut stream_handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| nats(e.to_string()))?;
+    let end = stream_handle
+        .info()
+        .await
+        .map_err(|e| nats(e.to_string()))?
+        .state
+        .last_sequence;
+    let mut messages = stream_handle
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(e.to_string()))?
+        .messages()
+        .await
+        .map_err(|e| nats(e.to_string()))?;
+    let mut applied = 0u64;
+    let mut position = 0u64;
+    // Build until the stream end seen at the start.
+    while position < end {
+        let n = next_batch(&mut messages, &copy, projection, batch_size, None).await?;
+        applied += n.0;
+        position = n.1.max(position);
+        progress(applied, end);
+    }
+
+    // Catch up to the live checkpoint with the live projection held, then finish.
+    let mut tx = pool.begin().await?;
+    lock_projection(&mut tx, &name).await?;
+    let live = checkpoint(&mut tx, &name).await?.max(0) as u64;
+    while position < live {
+        let n = next_batch(&mut messages, &copy, projection, batch_size, Some(live)).await?;
+        applied += n.0;
+        position = n.1.max(position);
+        progress(applied, live);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut report = RebuildReport {
+        schema: schema.clone(),
+        events: applied,
+        seconds,
+        events_per_second: applied as f64 / seconds.max(1e-9),
+        checkpoint: position,
+        ..Default::default()
+    };
+    match finish {
+        Finish::Swap => {
+            let parked: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {schema}.dead_letters WHERE status = 'parked'"
+            ))
+            .fetch_one(&mut *tx)
+            .await?;
+            if parked > 0 {
+                return Err(RebuildError::Parked(parked, schema));
+            }
+            let retired = format!("retired_{name}_{}", chrono::Utc::now().timestamp_millis());
+            tx.execute(format!("CREATE SCHEMA {retired}").as_str())
+                .await?;
+            for v in VIEWS {
+                tx.execute(format!("ALTER VIEW public.{v} SET SCHEMA {retired}").as_str())
+                    .await?;
+            }
+            for t in TABLES {
+                tx.execute(format!("ALTER TABLE public.{t} SET SCHEMA {retired}").as_str())
+                    .await?;
+                tx.execute(format!("ALTER TABLE {schema}.{t} SET SCHEMA public").as_str())
+                    .await?;
+            }
+            for v in VIEWS {
+                tx.execute(format!("ALTER VIEW {schema}.{v} SET SCHEMA public").as_str())
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO public.projector_checkpoints (projection, stream_sequence, updated_at) \
+                 VALUES ($1, $2, now()) ON CONFLICT (projection) DO UPDATE \
+                 SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now()",
+            )
+            .bind(&name)
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            report.swapped = true;
+            guard
+                .execute(format!("DROP SCHEMA {retired} CASCADE").as_str())
+                .await?;
+        }
+        Finish::Verify => {
+            report.differences = compare(&mut tx, &schema).await?;
+            tx.rollback().await?;
+        }
+    }
+    copy.close().await;
+    guard
+        .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+        .await?;
+    Ok(report)
+}
+
+/// A pool whose sessions see the copy's schema first.
+async fn copy_pool(pool: &PgPool, schema: &str) -> sqlx::Result<PgPool> {
+    let schema = schema.to_string();
+    PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                conn.execute(format!("SET search_path TO {schema}").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with((*pool.connect_options()).clone())
+        .await
+}
+
+/// Applies the next batch to the copy; returns (applied, last position).
+async fn next_batch(
+    messages: &mut consumer::pull::Ordered,
+    copy: &PgPool,
+    projection: &dyn Projection,
+    batch_size: usize,
+    until: Option<u64>,
+) -> Result<(u64, u64), RebuildError> {
+    let mut batch = Vec::with_capacity(batch_size);
+    while batch.len() < batch_size {
+        let next = if batch.is_empty() {
+            tokio::time::timeout(Duration::from_secs(30), messages.next())
+                .await
+                .map_err(|_| RebuildError::Nats("no message from the stream for 30 s".into()))?
+        } else {
+            match futures::FutureExt::now_or_never(messages.next()) {
+                Some(m) => m,
+                None => break,
+            }
+        };
+        let Some(m) = next else { break };
+        let m = m.map_err(|e| RebuildError::Nats(e.to_string()))?;
+        let seq = m
+            .info()
+            .map_err(|e| RebuildError::Nats(e.to_string()))?
+            .stream_sequence;
+        batch.push((
+            seq,
+            m.subject.to_string(),
+            m.headers.clone().unwrap_or_default(),
+            m.payload.clone(),
+        ));
+        if until.is_some_and(|u| seq >= u) {
+            break;
+        }
+    }
+    let last = batch.last().map_or(0, |b| b.0);
+    let outcome = process_batch(copy, projection, 3, &batch).await?;
+    Ok((outcome.applied, last))
+}
+
+/// Drops copies left by aborted rebuilds (we hold the rebuild lock).
+async fn drop_stale_copies(conn: &mut PgConnection, projection: &str) -> sqlx::Result<()> {
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'rebuild\\_' || $1 || '\\_%' \
+            OR nspname LIKE 'retired\\_' || $1 || '\\_%'",
+    )
+    .bind(projection)
+    .fetch_all(&mut *conn)
+    .await?;
+    for s in stale {
+        tracing::info!(schema = %s, "dropping a copy left by an aborted rebuild");
+        conn.execute(format!("DROP SCHEMA {s} CASCADE").as_str())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rows that differ between the live tables and the copy's.
+async fn compare(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Vec<Difference>> {
+    let keys = [
+        ("agents", "id::text"),
+        ("tasks", "id::text"),
+        ("task_events", "task_id::text || '#' || sequence"),
+    ];
+    let mut out = Vec::new();
+    for (table, key) in keys {
+        let strip = if table == "tasks" { " - 'search'" } else { "" };
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT coalesce(l.k, c.k), CASE WHEN l.k IS NULL THEN 'only_copy' \
+                 WHEN c.k IS NULL THEN 'only_live' ELSE 'differs' END \
+             FROM (SELECT {key} AS k, to_jsonb(t){strip} AS v FROM public.{table} t) l \
+             FULL JOIN (SELECT {key} AS k, to_jsonb(t){strip} AS v FROM {schema}.{table} t) c ON l.k = c.k \
+             WHERE l.k IS NULL OR c.k IS NULL OR l.v <> c.v ORDER BY 1"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        out.extend(rows.into_iter().map(|(id, kind)| Difference {
+            table: table.to_string(),
+            id,
+            kind,
+        }));
+    }
+    Ok(out)
+}
