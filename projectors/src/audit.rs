@@ -237,7 +237,7 @@ pub async fn export(
         serde_json::to_writer(&mut *out, &AuditEvent::from(row)).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
         n += 1;
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             progress(n);
         }
     }
@@ -320,7 +320,7 @@ pub async fn verify_chain(
             report.aggregates_checked += 1;
         }
         report.events_checked += 1;
-        if report.events_checked % 1000 == 0 {
+        if report.events_checked.is_multiple_of(1000) {
             progress(report.events_checked);
         }
         let reason = if r.sequence != expected_seq {
