@@ -328,6 +328,8 @@ async fn openapi_documents_every_route_and_docs_render() {
         ("/api/v1/tasks/{id}", "get"),
         ("/api/v1/tasks/{id}/events", "get"),
         ("/api/v1/stats", "get"),
+        ("/api/v1/tasks/{id}/state", "get"),
+        ("/api/v1/audit/correlations/{id}", "get"),
         ("/api/v1/stream", "get"),
         ("/ws/tasks/{id}", "get"),
         ("/health", "get"),
@@ -345,6 +347,7 @@ async fn openapi_documents_every_route_and_docs_render() {
         "StatsView",
         "TaskEventView",
         "EventEnvelope",
+        "TaskState",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
