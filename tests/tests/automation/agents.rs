@@ -213,16 +213,22 @@ async fn retries_back_off_and_exhausting_them_ends_failed_with_every_attempt_rec
     let task = api
         .submit(json!({"task_type": "fail", "input": {"retryable": true}, "max_retries": 2}))
         .await;
-    let done = api
-        .wait_all(&[task], &["failed"], Duration::from_secs(30))
-        .await;
-    // Wait for the third failure to be the final one.
+    wait_until(
+        Duration::from_secs(30),
+        "the third attempt to fail",
+        || async {
+            let v = api.task(task).await;
+            v["status"] == "failed" && v["attempt"] == 3
+        },
+    )
+    .await;
+    // No fourth attempt follows.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let view = api.task(task).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["attempt"], 3);
     let failures = view["failures"].as_array().unwrap();
-    assert_eq!(failures.len(), 3, "{}", done[&task]);
+    assert_eq!(failures.len(), 3, "{view}");
     assert!(failures
         .iter()
         .enumerate()
@@ -333,12 +339,17 @@ async fn an_unstarted_assignment_times_out_at_its_lease_and_nats_heartbeats_keep
     let task = api
         .submit(json!({"task_type": "echo", "required_capabilities": ["lazy"], "max_retries": 1}))
         .await;
-    let done = api
-        .wait_all(&[task], &["timed_out"], Duration::from_secs(20))
-        .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The first lease expiry is retried; the second ends the task.
+    wait_until(
+        Duration::from_secs(20),
+        "the second lease to expire",
+        || async {
+            let v = api.task(task).await;
+            v["status"] == "timed_out" && v["attempt"] == 2
+        },
+    )
+    .await;
     let view = api.task(task).await;
-    assert_eq!(view["status"], "timed_out", "{}", done[&task]);
     assert_eq!(
         view["attempt"], 2,
         "retried once after the first lease expired"
