@@ -358,10 +358,20 @@ pub struct System {
 }
 
 impl System {
+    /// The whole system with the coordinator off (tests drive tasks by hand).
     pub async fn start() -> Self {
+        Self::start_with(config).await
+    }
+
+    /// The whole system with the coordinator on (fast clocks).
+    pub async fn start_coordinated() -> Self {
+        Self::start_with(coordinated_config).await
+    }
+
+    async fn start_with(command_config: fn(&TestDb, &NatsServer) -> Config) -> Self {
         let db = TestDb::new().await;
         let nats = NatsServer::start().await;
-        let command = start_service(config(&db, &nats)).await;
+        let command = start_service(command_config(&db, &nats)).await;
         let projectors = start_projectors(
             &projectors_config(&db, &nats),
             projectors::all_projections(),
@@ -479,29 +489,5 @@ pub fn agent_options(
         config: serde_json::json!({}),
         heartbeat_every: Duration::from_millis(200),
         poll_every: Duration::from_secs(1),
-    }
-}
-
-impl System {
-    /// The whole system with the coordinator on (fast clocks).
-    pub async fn start_coordinated() -> Self {
-        let db = TestDb::new().await;
-        let nats = NatsServer::start().await;
-        let command = start_service(coordinated_config(&db, &nats)).await;
-        let projectors = start_projectors(
-            &projectors_config(&db, &nats),
-            projectors::all_projections(),
-        )
-        .await;
-        let query = start_query(&db, &nats).await;
-        let pool = db.pool().await;
-        Self {
-            db,
-            nats,
-            command,
-            projectors,
-            query,
-            pool,
-        }
     }
 }
