@@ -47,58 +47,59 @@ impl Projection for ReadModels {
             DomainEvent::Agent(AgentEvent::AgentCreated(_))
                 | DomainEvent::Task(TaskEvent::TaskSubmitted(_))
         );
-        let version: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT version FROM {table} WHERE id = $1 FOR UPDATE"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match version {
-            Some(v) if seq <= v => return Ok(Applied::Skipped),
-            Some(v) if seq != v + 1 => {
-                return Err(ApplyError::Rejected(format!(
-                    "{table} {id}: expected sequence {} next, got {seq}",
-                    v + 1
-                )))
-            }
-            Some(_) if creates => {
-                return Err(ApplyError::Rejected(format!(
-                    "{table} {id}: creation event at sequence {seq} for an existing row"
-                )))
-            }
-            None if !(creates && seq == 1) => {
-                return Err(ApplyError::Rejected(format!(
-                    "{table} {id}: no row before sequence {seq} ({})",
-                    event.envelope.event_type
-                )))
-            }
-            _ => {}
+        if creates && seq != 1 {
+            return Err(ApplyError::Rejected(format!(
+                "{table} {id}: creation event at sequence {seq}"
+            )));
         }
+        // Fast path: each write is guarded by the row's version (exactly the
+        // next event, or a creation of a row that does not exist yet), so the
+        // common case costs no separate check.
         let at = event.envelope.occurred_at;
-        match &event.event {
+        let written = match &event.event {
             DomainEvent::Agent(e) => apply_agent(conn, id, seq, at, e).await?,
-            DomainEvent::Task(e) => {
-                apply_task(conn, id, event, e).await?;
+            DomainEvent::Task(e) => apply_task(conn, id, event, e).await?,
+        };
+        if written {
+            if let DomainEvent::Task(e) = &event.event {
                 record_task_event(conn, id, event, e).await?;
             }
+            return Ok(Applied::Applied);
         }
-        Ok(Applied::Applied)
+        // Nothing written: a duplicate, a gap, or a missing row.
+        let version: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match version {
+            Some(v) if seq <= v => Ok(Applied::Skipped),
+            Some(v) => Err(ApplyError::Rejected(format!(
+                "{table} {id}: expected sequence {} next, got {seq}",
+                v + 1
+            ))),
+            None => Err(ApplyError::Rejected(format!(
+                "{table} {id}: no row before sequence {seq} ({})",
+                event.envelope.event_type
+            ))),
+        }
     }
 }
 
+/// Writes the agent row if `seq` is its next event; true when written.
 async fn apply_agent(
     conn: &mut PgConnection,
     id: Uuid,
     seq: i64,
     at: DateTime<Utc>,
     event: &AgentEvent,
-) -> Result<(), sqlx::Error> {
-    match event {
+) -> Result<bool, sqlx::Error> {
+    let done = match event {
         AgentEvent::AgentCreated(e) => {
             sqlx::query(
                 "INSERT INTO agents (id, version, name, agent_type, status, capabilities, config, \
                      max_concurrent_tasks, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'inactive', $5, $6, $7, $8, $8)",
+                 VALUES ($1, $2, $3, $4, 'inactive', $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(seq)
@@ -109,13 +110,14 @@ async fn apply_agent(
             .bind(e.max_concurrent_tasks as i32)
             .bind(at)
             .execute(conn)
-            .await?;
+            .await?
         }
         AgentEvent::AgentUpdated(e) => {
             sqlx::query(
                 "UPDATE agents SET version = $2, updated_at = $3, name = coalesce($4, name), \
                      capabilities = coalesce($5, capabilities), config = coalesce($6, config), \
-                     max_concurrent_tasks = coalesce($7, max_concurrent_tasks) WHERE id = $1",
+                     max_concurrent_tasks = coalesce($7, max_concurrent_tasks) \
+                 WHERE id = $1 AND version = $2 - 1",
             )
             .bind(id)
             .bind(seq)
@@ -125,7 +127,7 @@ async fn apply_agent(
             .bind(&e.config)
             .bind(e.max_concurrent_tasks.map(|m| m as i32))
             .execute(conn)
-            .await?;
+            .await?
         }
         other => {
             let (status, health_change, reason): (&str, bool, Option<&str>) = match other {
@@ -134,14 +136,14 @@ async fn apply_agent(
                 AgentEvent::AgentMarkedUnhealthy(e) => ("unhealthy", true, Some(&e.reason)),
                 AgentEvent::AgentRecovered(_) => ("active", true, None),
                 AgentEvent::AgentRetired(_) => ("retired", false, None),
-                AgentEvent::AgentCreated(_) | AgentEvent::AgentUpdated(_) => return Ok(()),
+                AgentEvent::AgentCreated(_) | AgentEvent::AgentUpdated(_) => return Ok(false),
             };
             sqlx::query(
                 "UPDATE agents SET version = $2, updated_at = $3, status = $4, \
                      health_reason = CASE WHEN $5 THEN $6 ELSE health_reason END, \
                      last_health_change_at = CASE WHEN $5 THEN $3 ELSE last_health_change_at END, \
                      retired_at = CASE WHEN $4 = 'retired' THEN $3 ELSE retired_at END \
-                 WHERE id = $1",
+                 WHERE id = $1 AND version = $2 - 1",
             )
             .bind(id)
             .bind(seq)
@@ -150,18 +152,20 @@ async fn apply_agent(
             .bind(health_change)
             .bind(reason)
             .execute(conn)
-            .await?;
+            .await?
         }
-    }
-    Ok(())
+    };
+    Ok(done.rows_affected() == 1)
 }
 
-/// Sets `status` and the columns the event changes; `extra` is a SQL
-/// fragment of further assignments using parameters from $5 on.
+/// Sets `status` and the columns the event changes, if `seq` ($2) is the
+/// row's next event; `extra` is a SQL fragment of further assignments using
+/// parameters from $5 on.
 fn task_update(extra: &str) -> String {
     let sep = if extra.is_empty() { "" } else { ", " };
     format!(
-        "UPDATE tasks SET version = $2, updated_at = $3, status = coalesce($4, status){sep}{extra} WHERE id = $1"
+        "UPDATE tasks SET version = $2, updated_at = $3, status = coalesce($4, status){sep}{extra} \
+         WHERE id = $1 AND version = $2 - 1"
     )
 }
 
@@ -170,7 +174,7 @@ async fn apply_task(
     id: Uuid,
     event: &ProjectedEvent,
     task_event: &TaskEvent,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let seq = event.envelope.sequence;
     let at = event.envelope.occurred_at;
     let meta = &event.envelope.metadata;
@@ -186,7 +190,7 @@ async fn apply_task(
                 .await?
         };
     }
-    match task_event {
+    let done = match task_event {
         TaskEvent::TaskSubmitted(e) => {
             sqlx::query(
                 "INSERT INTO tasks (id, version, task_type, status, priority, required_capabilities, \
@@ -194,7 +198,7 @@ async fn apply_task(
                      execution_timeout_secs, idempotency_key, parent_task_id, depends_on, submitted_by, \
                      correlation_id, created_at, updated_at) \
                  VALUES ($1, $2, $3, 'submitted', $4, $5, $6, $7, 1, $8, $9, $10, $11, $12, $13, $14, \
-                     $15, $16, $17, $17)",
+                     $15, $16, $17, $17) ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(seq)
@@ -214,17 +218,17 @@ async fn apply_task(
             .bind(&meta.correlation_id)
             .bind(at)
             .execute(&mut *conn)
-            .await?;
+            .await?
         }
         TaskEvent::TaskScheduled(e) => {
-            update!(Some("scheduled"), "schedule_at = $5", e.schedule_at);
+            update!(Some("scheduled"), "schedule_at = $5", e.schedule_at)
         }
         TaskEvent::TaskQueued(e) => {
             update!(
                 Some("queued"),
                 "queued_at = $3, attempt = $5, agent_id = NULL, lease_expires_at = NULL",
                 e.attempt as i32
-            );
+            )
         }
         TaskEvent::TaskAssigned(e) => {
             update!(
@@ -233,10 +237,10 @@ async fn apply_task(
                 e.agent_id,
                 e.attempt as i32,
                 e.lease_expires_at
-            );
+            )
         }
         TaskEvent::TaskStarted(_) => {
-            update!(Some("running"), "started_at = $3, progress = 0");
+            update!(Some("running"), "started_at = $3, progress = 0")
         }
         TaskEvent::TaskProgressReported(e) => {
             update!(
@@ -244,14 +248,14 @@ async fn apply_task(
                 "progress = $5, progress_message = $6",
                 i16::from(e.percent),
                 &e.message
-            );
+            )
         }
         TaskEvent::TaskSucceeded(e) => {
             update!(
                 Some("succeeded"),
                 "finished_at = $3, output = $5, progress = 100, error = NULL",
                 &e.output
-            );
+            )
         }
         TaskEvent::TaskFailed(e) => {
             let failure = json!({"attempt": e.attempt, "agent_id": e.agent_id, "error": e.error,
@@ -261,7 +265,7 @@ async fn apply_task(
                 "finished_at = $3, error = $5, failures = failures || jsonb_build_array($6::jsonb)",
                 &e.error,
                 failure
-            );
+            )
         }
         TaskEvent::TaskRetryScheduled(e) => {
             update!(
@@ -269,14 +273,14 @@ async fn apply_task(
                 "attempt = $5, schedule_at = $6, finished_at = NULL, agent_id = NULL",
                 e.attempt as i32,
                 e.not_before
-            );
+            )
         }
         TaskEvent::TaskCancelled(e) => {
             update!(
                 Some("cancelled"),
                 "finished_at = $3, cancel_reason = $5",
                 &e.reason
-            );
+            )
         }
         TaskEvent::TaskTimedOut(e) => {
             let phase = serde_json::to_value(e.phase).unwrap_or_default();
@@ -291,10 +295,10 @@ async fn apply_task(
                 "finished_at = $3, error = $5, failures = failures || jsonb_build_array($6::jsonb)",
                 error,
                 failure
-            );
+            )
         }
-    }
-    Ok(())
+    };
+    Ok(done.rows_affected() == 1)
 }
 
 fn event_agent(e: &TaskEvent) -> Option<Uuid> {

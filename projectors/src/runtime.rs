@@ -178,12 +178,34 @@ pub async fn reset_consumer(
 /// Applies one batch of messages in one transaction. Messages at or below the
 /// checkpoint are skipped. Errors are database errors of the batch itself
 /// (the caller naks the messages and retries).
+///
+/// A batch first runs without savepoints (the common case: every event
+/// applies); if any apply fails, that attempt is rolled back whole and the
+/// batch runs again carefully, each event in a savepoint with retries, so
+/// that only the failing event is parked.
 pub async fn process_batch(
     pool: &PgPool,
     projection: &dyn Projection,
     max_attempts: u32,
     messages: &[(u64, String, async_nats::HeaderMap, bytes::Bytes)],
 ) -> Result<BatchOutcome, sqlx::Error> {
+    match run_batch(pool, projection, max_attempts, messages, false).await? {
+        Some(outcome) => Ok(outcome),
+        None => Ok(run_batch(pool, projection, max_attempts, messages, true)
+            .await?
+            .unwrap_or_default()),
+    }
+}
+
+/// One attempt at a batch; `None` when a fast (`careful == false`) attempt
+/// met a failing apply and was rolled back.
+async fn run_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    max_attempts: u32,
+    messages: &[(u64, String, async_nats::HeaderMap, bytes::Bytes)],
+    careful: bool,
+) -> Result<Option<BatchOutcome>, sqlx::Error> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
     lock_projection(&mut tx, name).await?;
@@ -224,7 +246,16 @@ pub async fn process_batch(
                     dead_letters::park(&mut tx, &raw, Some(&event), &why, 0, Some(blocker)).await?;
                     outcome.parked += 1;
                 } else {
-                    match apply_with_retries(&mut tx, projection, &event, max_attempts).await? {
+                    let result = if careful {
+                        apply_with_retries(&mut tx, projection, &event, max_attempts).await?
+                    } else {
+                        match projection.apply(&mut tx, &event).await {
+                            Ok(applied) => Ok(applied),
+                            // Roll back this attempt; the careful one isolates the event.
+                            Err(_) => return Ok(None),
+                        }
+                    };
+                    match result {
                         Ok(Applied::Applied) => outcome.applied += 1,
                         Ok(Applied::Skipped) => outcome.skipped += 1,
                         Err((error, attempts)) => {
@@ -258,7 +289,7 @@ pub async fn process_batch(
     .await?;
     tx.commit().await?;
     outcome.checkpoint = last;
-    Ok(outcome)
+    Ok(Some(outcome))
 }
 
 /// Applies in a savepoint, up to `max_attempts` times. The outer error is a
