@@ -27,9 +27,18 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(command_url: &str, query_url: &str) -> Self {
+    /// `api_token` is sent as `Authorization: Bearer` when the command
+    /// service has API tokens configured.
+    pub fn new(command_url: &str, query_url: &str, api_token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(v) = api_token
+            .and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(15))
+            .default_headers(headers)
             .build()
             .unwrap_or_default();
         Self {

@@ -44,6 +44,8 @@ pub struct AgentOptions {
     pub heartbeat_every: Duration,
     /// How often to ask the query API for assignments (the safety net).
     pub poll_every: Duration,
+    /// The command service's API token, when it requires one.
+    pub api_token: Option<String>,
 }
 
 /// Why a task failed, and whether another attempt could succeed.
@@ -143,7 +145,11 @@ pub async fn start(
     options: AgentOptions,
     executor: Arc<dyn Executor>,
 ) -> Result<AgentHandle, SdkError> {
-    let client = Client::new(&options.command_url, &options.query_url);
+    let client = Client::new(
+        &options.command_url,
+        &options.query_url,
+        options.api_token.as_deref(),
+    );
     let agent_id = match options.agent_id {
         Some(id) => id,
         None => client.register(&options).await?,

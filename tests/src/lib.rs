@@ -489,5 +489,6 @@ pub fn agent_options(
         config: serde_json::json!({}),
         heartbeat_every: Duration::from_millis(200),
         poll_every: Duration::from_secs(1),
+        api_token: None,
     }
 }

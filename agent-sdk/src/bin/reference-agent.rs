@@ -45,6 +45,9 @@ struct Args {
     ollama_url: Option<String>,
     #[arg(long, env = "OLLAMA_MODEL", default_value = "llama3.2")]
     ollama_model: String,
+    /// The command service's API token (`SUTAZAI_API_TOKENS` there), if set.
+    #[arg(long, env = "SUTAZAI_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Seconds between heartbeats.
     #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 5)]
     heartbeat_secs: u64,
@@ -181,6 +184,7 @@ async fn main() -> std::process::ExitCode {
         config: json!({"description": "reference agent: echo, sleep, fail, http.fetch, text.summarize"}),
         heartbeat_every: Duration::from_secs(args.heartbeat_secs.max(1)),
         poll_every: Duration::from_secs(10),
+        api_token: args.api_token.clone(),
     };
     match start(options, executor).await {
         Ok(agent) => {

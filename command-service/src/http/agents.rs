@@ -166,6 +166,8 @@ pub async fn retire_agent(
 pub async fn heartbeat(
     State(state): State<AppState>,
     IdPath(id): IdPath,
+    // Authenticates like every other call (the heartbeat stores no metadata).
+    _ctx: RequestContext,
     OptionalJson(body): OptionalJson<Heartbeat>,
 ) -> Result<Json<HeartbeatAccepted>, ApiError> {
     let (agent, _): (Agent, i64) = store::load(&state.stores.agents, &id.to_string()).await?;

@@ -288,6 +288,30 @@ async fn api_tokens_authenticate_and_name_the_actor() {
         .await
         .unwrap();
     assert_eq!(actor, "ops", "the token names the actor, not X-Actor");
+    // Heartbeats are authenticated too.
+    let agent: serde_json::Value = http
+        .post(format!("{base}/api/v1/agents"))
+        .bearer_auth("0123456789abcdef0123")
+        .json(&json!({"name": "a", "agent_type": "t"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let beat = format!(
+        "{base}/api/v1/agents/{}/heartbeat",
+        agent["id"].as_str().unwrap()
+    );
+    let r = http.post(&beat).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(&beat)
+        .bearer_auth("0123456789abcdef0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     server.shutdown().await.unwrap();
 }
 
