@@ -61,9 +61,6 @@ impl Projection for ReadModels {
             DomainEvent::Task(e) => apply_task(conn, id, event, e).await?,
         };
         if written {
-            if let DomainEvent::Task(e) = &event.event {
-                record_task_event(conn, id, event, e).await?;
-            }
             return Ok(Applied::Applied);
         }
         // Nothing written: a duplicate, a gap, or a missing row.
@@ -160,11 +157,14 @@ async fn apply_agent(
 
 /// Sets `status` and the columns the event changes, if `seq` ($2) is the
 /// row's next event; `extra` is a SQL fragment of further assignments using
-/// parameters from $5 on.
+/// parameters from $6 on ($5 is the `task_events` row, inserted in the same
+/// statement).
 fn task_update(extra: &str) -> String {
     let sep = if extra.is_empty() { "" } else { ", " };
     format!(
-        "UPDATE tasks SET version = $2, updated_at = $3, status = coalesce($4, status){sep}{extra} \
+        "WITH h AS (INSERT INTO task_events SELECT * FROM jsonb_populate_record(NULL::task_events, $5) \
+             ON CONFLICT DO NOTHING) \
+         UPDATE tasks SET version = $2, updated_at = $3, status = coalesce($4, status){sep}{extra} \
          WHERE id = $1 AND version = $2 - 1"
     )
 }
@@ -178,6 +178,8 @@ async fn apply_task(
     let seq = event.envelope.sequence;
     let at = event.envelope.occurred_at;
     let meta = &event.envelope.metadata;
+    // The history row rides along in the same statement (one round trip).
+    let history = history_row(id, event, task_event);
     macro_rules! update {
         ($status:expr, $extra:expr $(, $bind:expr)*) => {
             sqlx::query(&task_update($extra))
@@ -185,6 +187,7 @@ async fn apply_task(
                 .bind(seq)
                 .bind(at)
                 .bind($status)
+                .bind(&history)
                 $(.bind($bind))*
                 .execute(&mut *conn)
                 .await?
@@ -193,7 +196,9 @@ async fn apply_task(
     let done = match task_event {
         TaskEvent::TaskSubmitted(e) => {
             sqlx::query(
-                "INSERT INTO tasks (id, version, task_type, status, priority, required_capabilities, \
+                "WITH h AS (INSERT INTO task_events SELECT * FROM jsonb_populate_record(NULL::task_events, $18) \
+                     ON CONFLICT DO NOTHING) \
+                 INSERT INTO tasks (id, version, task_type, status, priority, required_capabilities, \
                      target_agent_id, input, attempt, max_retries, schedule_at, queue_timeout_secs, \
                      execution_timeout_secs, idempotency_key, parent_task_id, depends_on, submitted_by, \
                      correlation_id, created_at, updated_at) \
@@ -217,23 +222,24 @@ async fn apply_task(
             .bind(&meta.actor)
             .bind(&meta.correlation_id)
             .bind(at)
+            .bind(&history)
             .execute(&mut *conn)
             .await?
         }
         TaskEvent::TaskScheduled(e) => {
-            update!(Some("scheduled"), "schedule_at = $5", e.schedule_at)
+            update!(Some("scheduled"), "schedule_at = $6", e.schedule_at)
         }
         TaskEvent::TaskQueued(e) => {
             update!(
                 Some("queued"),
-                "queued_at = $3, attempt = $5, agent_id = NULL, lease_expires_at = NULL",
+                "queued_at = $3, attempt = $6, agent_id = NULL, lease_expires_at = NULL",
                 e.attempt as i32
             )
         }
         TaskEvent::TaskAssigned(e) => {
             update!(
                 Some("assigned"),
-                "assigned_at = $3, agent_id = $5, attempt = $6, lease_expires_at = $7",
+                "assigned_at = $3, agent_id = $6, attempt = $7, lease_expires_at = $8",
                 e.agent_id,
                 e.attempt as i32,
                 e.lease_expires_at
@@ -245,7 +251,7 @@ async fn apply_task(
         TaskEvent::TaskProgressReported(e) => {
             update!(
                 None::<&str>,
-                "progress = $5, progress_message = $6",
+                "progress = $6, progress_message = $7",
                 i16::from(e.percent),
                 &e.message
             )
@@ -253,7 +259,7 @@ async fn apply_task(
         TaskEvent::TaskSucceeded(e) => {
             update!(
                 Some("succeeded"),
-                "finished_at = $3, output = $5, progress = 100, error = NULL",
+                "finished_at = $3, output = $6, progress = 100, error = NULL",
                 &e.output
             )
         }
@@ -262,7 +268,7 @@ async fn apply_task(
                 "retryable": e.retryable, "at": at});
             update!(
                 Some("failed"),
-                "finished_at = $3, error = $5, failures = failures || jsonb_build_array($6::jsonb)",
+                "finished_at = $3, error = $6, failures = failures || jsonb_build_array($7::jsonb)",
                 &e.error,
                 failure
             )
@@ -270,7 +276,7 @@ async fn apply_task(
         TaskEvent::TaskRetryScheduled(e) => {
             update!(
                 Some("scheduled"),
-                "attempt = $5, schedule_at = $6, finished_at = NULL, agent_id = NULL",
+                "attempt = $6, schedule_at = $7, finished_at = NULL, agent_id = NULL",
                 e.attempt as i32,
                 e.not_before
             )
@@ -278,7 +284,7 @@ async fn apply_task(
         TaskEvent::TaskCancelled(e) => {
             update!(
                 Some("cancelled"),
-                "finished_at = $3, cancel_reason = $5",
+                "finished_at = $3, cancel_reason = $6",
                 &e.reason
             )
         }
@@ -292,7 +298,7 @@ async fn apply_task(
                 "retryable": e.phase != TimeoutPhase::Queue, "at": at});
             update!(
                 Some("timed_out"),
-                "finished_at = $3, error = $5, failures = failures || jsonb_build_array($6::jsonb)",
+                "finished_at = $3, error = $6, failures = failures || jsonb_build_array($7::jsonb)",
                 error,
                 failure
             )
@@ -317,36 +323,26 @@ fn event_agent(e: &TaskEvent) -> Option<Uuid> {
     }
 }
 
-async fn record_task_event(
-    conn: &mut PgConnection,
-    id: Uuid,
-    event: &ProjectedEvent,
-    task_event: &TaskEvent,
-) -> Result<(), sqlx::Error> {
+/// The `task_events` row of an event, as JSON for `jsonb_populate_record`.
+fn history_row(id: Uuid, event: &ProjectedEvent, task_event: &TaskEvent) -> serde_json::Value {
     let e = &event.envelope;
     let payload = serde_json::to_value(task_event).unwrap_or_default();
     let inner = payload
         .get(task_event.event_type())
         .cloned()
         .unwrap_or(payload);
-    sqlx::query(
-        "INSERT INTO task_events (task_id, sequence, stream_sequence, event_id, event_type, occurred_at, \
-             actor, correlation_id, causation_id, request_id, agent_id, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
-    )
-    .bind(id)
-    .bind(e.sequence)
-    .bind(event.stream_sequence as i64)
-    .bind(e.event_id)
-    .bind(&e.event_type)
-    .bind(e.occurred_at)
-    .bind(&e.metadata.actor)
-    .bind(&e.metadata.correlation_id)
-    .bind(&e.metadata.causation_id)
-    .bind(&e.metadata.request_id)
-    .bind(event_agent(task_event))
-    .bind(inner)
-    .execute(conn)
-    .await?;
-    Ok(())
+    json!({
+        "task_id": id,
+        "sequence": e.sequence,
+        "stream_sequence": event.stream_sequence,
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "occurred_at": e.occurred_at,
+        "actor": e.metadata.actor,
+        "correlation_id": e.metadata.correlation_id,
+        "causation_id": e.metadata.causation_id,
+        "request_id": e.metadata.request_id,
+        "agent_id": event_agent(task_event),
+        "payload": inner,
+    })
 }
