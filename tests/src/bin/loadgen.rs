@@ -6,8 +6,10 @@
 //! Measured so far: durable SubmitTask commands/s over HTTP at 1, 16 and 64
 //! clients (p50/p95/p99) next to raw single-row INSERT commits/s at the same
 //! concurrency; `GET /api/v1/tasks/{id}` requests/s and p99 at 16 and 64
-//! clients next to raw `SELECT` by primary key. Not yet: relay drain,
-//! end-to-end visibility at a fixed rate, rebuild (see `rebuild_bench`), RSS.
+//! clients next to raw `SELECT` by primary key; the relay draining an outbox
+//! backlog (100,000 events, 20,000 with `--quick`) next to raw pipelined
+//! JetStream publishes of same-sized messages. Not yet: end-to-end visibility
+//! at a fixed rate, rebuild (see `rebuild_bench`), peak RSS per service.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +69,86 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.total_cmp(b));
     (all.len() as f64 / elapsed, all)
+}
+
+/// The relay draining a backlog next to raw JetStream publishes.
+async fn relay_drain(events: i64) -> Figure {
+    eprintln!("relay: filling an outbox backlog of {events} events …");
+    let db = tests::TestDb::new().await;
+    let nats = tests::NatsServer::start().await;
+    let pool = db.pool().await;
+    command_service::migrator()
+        .run(&pool)
+        .await
+        .expect("migrate");
+    sqlx::query(
+        "INSERT INTO events SELECT 'task', 't' || g, 1, 'TaskSubmitted', '1.0', \
+            json_build_object('TaskSubmitted', json_build_object('task_type', 'echo', 'input', \
+                json_build_object('text', repeat('x', 200)), 'required_capabilities', '[]'::json, \
+                'priority', 5, 'max_retries', 3, 'depends_on', '[]'::json)), \
+            json_build_object('actor', 'bench', 'correlation_id', 'c' || g, 'causation_id', 'k', \
+                'request_id', 'r', 'occurred_at', now()) \
+         FROM generate_series(1, $1) g",
+    )
+    .bind(events)
+    .execute(&pool)
+    .await
+    .expect("backlog");
+    let started = Instant::now();
+    let mut c = tests::config(&db, &nats);
+    c.relay_batch_size = 1000;
+    let server = tests::start_service(c).await;
+    loop {
+        if tests::outbox_len(&pool).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relay_secs = started.elapsed().as_secs_f64();
+    server.shutdown().await.ok();
+
+    // Raw: the same number of same-sized messages, pipelined 1,000 at a time.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "RAW_BASELINE".into(),
+        subjects: vec!["raw.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let body = bytes::Bytes::from(vec![b'x'; 700]);
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(1000);
+    for i in 0..events {
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(body.clone())
+            .message_id(format!("raw/{i}"));
+        pending.push(
+            js.send_publish(format!("raw.task.{i}"), msg)
+                .await
+                .expect("publish"),
+        );
+        if pending.len() == 1000 {
+            for a in pending.drain(..) {
+                a.await.expect("ack");
+            }
+        }
+    }
+    for a in pending.drain(..) {
+        a.await.expect("ack");
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    let (rate, raw) = (events as f64 / relay_secs, events as f64 / raw_secs);
+    Figure {
+        what: format!("relay drain of {events} vs raw JetStream publish"),
+        clients: 1,
+        per_sec: rate,
+        p50_ms: 0.0,
+        p95_ms: 0.0,
+        p99_ms: 0.0,
+        baseline_per_sec: raw,
+        ratio: rate / raw.max(1e-9),
+    }
 }
 
 #[tokio::main]
@@ -185,6 +267,7 @@ async fn main() {
             ratio: rate / raw.max(1e-9),
         });
     }
+    figures.push(relay_drain(if quick { 20_000 } else { 100_000 }).await);
     if as_json {
         println!(
             "{}",
