@@ -22,7 +22,7 @@ use futures::StreamExt;
 use schemas::agent::{Assignment, Cancellation};
 use schemas::subjects;
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -110,7 +110,6 @@ pub enum Outcome {
 pub struct AgentHandle {
     pub agent_id: Uuid,
     pub outcomes: Arc<Mutex<Vec<Outcome>>>,
-    shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     executions: Executions,
 }
@@ -119,7 +118,6 @@ impl AgentHandle {
     /// Stops heartbeating and taking work; tasks in flight are abandoned (the
     /// coordinator retries them once the lease or liveness window passes).
     pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
         self.tasks.abort_all();
         if let Ok(mut running) = self.executions.lock() {
             running.drain(..).for_each(|h| h.abort());
@@ -167,7 +165,6 @@ pub async fn start(
         .subscribe(subjects::agent_inbox(&agent_id.to_string()))
         .await
         .map_err(|e| SdkError::Nats(e.to_string()))?;
-    let (shutdown, stop) = watch::channel(false);
     let running: Running = Arc::default();
     let load = Arc::new(AtomicU32::new(0));
     let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
@@ -226,11 +223,9 @@ pub async fn start(
             tokio::time::sleep(poll_every).await;
         }
     });
-    drop(stop);
     Ok(AgentHandle {
         agent_id,
         outcomes,
-        shutdown,
         tasks,
         executions,
     })

@@ -1,5 +1,6 @@
 //! `/metrics` (Prometheus text), `/health` and `/health/ready`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use schemas::http::ReadinessStatus;
 use serde_json::json;
+use service_kit::health;
 use sqlx::PgPool;
 
 use crate::runtime::ProjectionStatus;
@@ -129,39 +132,18 @@ async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
-async fn ready(State(state): State<MetricsState>) -> (StatusCode, Json<serde_json::Value>) {
-    let pg = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
-    let pg_up = matches!(pg, Ok(Ok(_)));
-    let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let mut deps = serde_json::Map::new();
-    deps.insert(
-        "postgres".into(),
-        json!({"status": if pg_up {"up"} else {"down"}}),
-    );
-    deps.insert(
-        "nats".into(),
-        json!({"status": if nats_up {"up"} else {"down"}}),
-    );
-    let mut all = pg_up && nats_up;
+async fn ready(State(state): State<MetricsState>) -> (StatusCode, Json<ReadinessStatus>) {
+    let mut deps = BTreeMap::from([
+        ("postgres".to_string(), health::postgres(&state.pool).await),
+        ("nats".to_string(), health::nats(&state.nats)),
+    ]);
     for (name, status) in &state.projections {
-        let running = status.running.load(Ordering::Relaxed);
-        all &= running;
-        deps.insert(
-            format!("projection:{name}"),
-            json!({"status": if running {"up"} else {"down"}}),
-        );
+        let dep = if status.running.load(Ordering::Relaxed) {
+            health::up(None)
+        } else {
+            health::down("not running (standing by or restarting)".into())
+        };
+        deps.insert(format!("projection:{name}"), dep);
     }
-    let code = if all {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        Json(json!({"status": if all {"ready"} else {"not_ready"}, "dependencies": deps})),
-    )
+    health::readiness(deps)
 }

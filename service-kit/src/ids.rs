@@ -20,14 +20,18 @@ pub fn rule(name: &HeaderName) -> String {
     format!("{name} must be 1-{MAX_ID} characters of A-Z a-z 0-9 . _ : -")
 }
 
+/// Whether `s` is a valid request, correlation or causation id.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
 /// The header's value when it is a valid id.
 pub fn valid_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
-    let ok = !s.is_empty()
-        && s.len() <= MAX_ID
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-    ok.then(|| s.to_string())
+    is_valid_id(s).then(|| s.to_string())
 }
 
 /// Middleware: makes sure the request has valid request and correlation ids

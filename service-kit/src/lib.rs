@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`problem_response`]: an RFC 7807 body with its media type.
 //! - [`timeout`]: the request time limit, answered with a problem.
+//! - [`health`]: readiness checks (Postgres, NATS) and the answer.
 //! - [`ids`]: the request/correlation id middleware and header rules.
 //! - [`extract`]: extractors that reject with problem+json (`IdPath`).
 //! - [`leader`]: single-active roles through Postgres advisory locks.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod extract;
+pub mod health;
 pub mod ids;
 pub mod leader;
 

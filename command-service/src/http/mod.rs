@@ -94,11 +94,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::ready))
 }
 
-/// The OpenAPI document of the command API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
-}
-
 /// The whole HTTP app: routes, docs, and the middleware every request passes.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let (api, doc) = api_routes().split_for_parts();

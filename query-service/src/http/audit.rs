@@ -90,11 +90,7 @@ pub async fn correlation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TaskEventView>>, ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+    let ok = service_kit::ids::is_valid_id(&id);
     if !ok {
         return Err(ApiError::bad_request(
             "invalid_id",

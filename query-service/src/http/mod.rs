@@ -79,11 +79,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::ready))
 }
 
-/// The OpenAPI document of the query API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
-}
-
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))

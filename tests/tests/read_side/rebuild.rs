@@ -17,6 +17,25 @@ async fn js(sys: &System) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(async_nats::connect(sys.nats.url()).await.unwrap())
 }
 
+/// Rebuilds the read models of `sys` from its stream, without progress output.
+async fn rebuild_read_models(
+    sys: &System,
+    finish: Finish,
+    batch: usize,
+) -> Result<projectors::rebuild::RebuildReport, RebuildError> {
+    let js = js(sys).await;
+    rebuild(
+        &sys.pool,
+        &js,
+        schemas::subjects::DEFAULT_STREAM,
+        &ReadModels,
+        finish,
+        batch,
+        |_, _| {},
+    )
+    .await
+}
+
 async fn seed(api: &Apis, n: usize) {
     let agent = api.agent("w", "worker", &["x"]).await;
     for i in 0..n {
@@ -91,17 +110,7 @@ async fn a_rebuild_under_load_swaps_in_a_copy_equal_to_a_from_scratch_build() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let report = rebuild(
-        &sys.pool,
-        &js(&sys).await,
-        schemas::subjects::DEFAULT_STREAM,
-        &ReadModels,
-        Finish::Swap,
-        50,
-        |_, _| {},
-    )
-    .await
-    .unwrap();
+    let report = rebuild_read_models(&sys, Finish::Swap, 50).await.unwrap();
     assert!(report.swapped && report.events > 0, "{report:?}");
     load.await.unwrap();
     done.store(true, Ordering::SeqCst);
@@ -111,17 +120,9 @@ async fn a_rebuild_under_load_swaps_in_a_copy_equal_to_a_from_scratch_build() {
     // The live projector carries on over the swapped-in tables.
     sys.caught_up().await;
     assert_eq!(api.read("/api/v1/tasks?task_type=load").await["total"], 60);
-    let verify = rebuild(
-        &sys.pool,
-        &js(&sys).await,
-        schemas::subjects::DEFAULT_STREAM,
-        &ReadModels,
-        Finish::Verify,
-        200,
-        |_, _| {},
-    )
-    .await
-    .unwrap();
+    let verify = rebuild_read_models(&sys, Finish::Verify, 200)
+        .await
+        .unwrap();
     assert!(verify.differences.is_empty(), "{:?}", verify.differences);
 
     // And equals a from-scratch build in another database.
@@ -178,16 +179,7 @@ async fn an_aborted_rebuild_leaves_the_live_projection_intact_and_two_cannot_run
         started.load(Ordering::SeqCst)
     })
     .await;
-    let second = rebuild(
-        &sys.pool,
-        &js(&sys).await,
-        schemas::subjects::DEFAULT_STREAM,
-        &ReadModels,
-        Finish::Swap,
-        50,
-        |_, _| {},
-    )
-    .await;
+    let second = rebuild_read_models(&sys, Finish::Swap, 50).await;
     assert!(
         matches!(second, Err(RebuildError::AlreadyRunning(_))),
         "{second:?}"
@@ -204,17 +196,7 @@ async fn an_aborted_rebuild_leaves_the_live_projection_intact_and_two_cannot_run
     // The next rebuild cleans up the abandoned copy and finds nothing to fix.
     let mut verify = None;
     for _ in 0..50 {
-        match rebuild(
-            &sys.pool,
-            &js(&sys).await,
-            schemas::subjects::DEFAULT_STREAM,
-            &ReadModels,
-            Finish::Verify,
-            200,
-            |_, _| {},
-        )
-        .await
-        {
+        match rebuild_read_models(&sys, Finish::Verify, 200).await {
             Err(RebuildError::AlreadyRunning(_)) => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
