@@ -52,6 +52,13 @@ async fn crash_after_publish_before_delete_loses_and_duplicates_nothing() {
     c.relay_enabled = true;
     let relay = start_service(c).await;
     drained(&pool).await;
+    // The counter moves just after the delete commits.
+    wait_until(
+        Duration::from_secs(5),
+        "the relay to count its publishes",
+        || async { relay.relay.published.load(Ordering::Relaxed) >= 60 },
+    )
+    .await;
     assert_eq!(relay.relay.published.load(Ordering::Relaxed), 60);
     assert_eq!(relay.relay.duplicates.load(Ordering::Relaxed), 45);
     let events = assert_stream_matches_store(&pool, &nats.url()).await;
@@ -119,6 +126,12 @@ async fn one_relay_leads_and_a_standby_takes_over_when_it_dies() {
         b.submit("echo").await;
     }
     drained(&pool).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the leader to count its publishes",
+        || async { first.relay.published.load(Ordering::Relaxed) >= 60 },
+    )
+    .await;
     assert!(first.relay.is_leader());
     assert!(!second.relay.is_leader(), "only one relay leads");
     assert_eq!(
