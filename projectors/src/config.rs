@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
 
+    #[command(flatten)]
+    pub search: crate::search::SearchSettings,
+
+    #[command(flatten)]
+    pub graph: crate::graph::GraphSettings,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -19,10 +19,12 @@ pub mod audit;
 pub mod config;
 pub mod dead_letters;
 pub mod decode;
+pub mod graph;
 pub mod http;
 pub mod read_models;
 pub mod rebuild;
 pub mod runtime;
+pub mod search;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub enum StartError {
     Nats(String),
     #[error("HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The read-model migrations (embedded); they share the database with the
@@ -58,14 +62,53 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     m
 }
 
-/// Every projection this build knows.
+/// The Postgres projections: read models and the Postgres graph.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(read_models::ReadModels)]
+    vec![
+        Arc::new(read_models::ReadModels),
+        Arc::new(graph::GraphProjection::postgres()),
+    ]
+}
+
+/// The projections this process runs with `config`: the read models, the
+/// graph (Neo4j when `NEO4J_URL` is set) and, with a Qdrant server, the
+/// vector projection (with Qdrant Edge the query service runs it).
+pub async fn configured_projections(
+    config: &Config,
+) -> Result<Vec<Arc<dyn Projection>>, StartError> {
+    let mut all: Vec<Arc<dyn Projection>> = vec![Arc::new(read_models::ReadModels)];
+    match &config.graph.neo4j_url {
+        Some(url) => {
+            let neo = graph::neo4j::Neo4jGraph::connect(
+                url,
+                &config.graph.neo4j_user,
+                config.graph.neo4j_password.as_deref().unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?;
+            all.push(Arc::new(graph::GraphProjection::neo4j(Arc::new(neo))));
+        }
+        None => all.push(Arc::new(graph::GraphProjection::postgres())),
+    }
+    if !config.search.embedded() {
+        let search = search::Search::open(&config.search)
+            .await
+            .map_err(StartError::Store)?;
+        all.push(Arc::new(search::VectorProjection::new(search)));
+    }
+    Ok(all)
 }
 
 /// The projections named in `only` (all when empty).
-pub fn select(only: &[String]) -> Result<Vec<Arc<dyn Projection>>, StartError> {
-    let all = all_projections();
+pub async fn select(config: &Config, only: &[String]) -> Result<Vec<Arc<dyn Projection>>, StartError> {
+    if only.iter().any(|o| o == search::PROJECTION) && config.search.embedded() {
+        return Err(StartError::Store(
+            "the vectors projection runs in the query service while Qdrant Edge is the store \
+             (set QDRANT_URL to run it here)"
+                .into(),
+        ));
+    }
+    let all = configured_projections(config).await?;
     if only.is_empty() {
         return Ok(all);
     }

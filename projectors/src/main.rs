@@ -24,7 +24,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(Command::Run { only: vec![] })
     {
         Command::Run { only } => {
-            let projections = select(&only)?;
+            let projections = select(&config, &only).await?;
             let listener = tokio::net::TcpListener::bind(config.bind).await?;
             let running = Projectors::start(&config, projections, listener).await?;
             service_kit::shutdown_signal().await;
@@ -42,7 +42,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             aggregate_id,
         } => {
             let pool = connect_pool(&config).await?;
-            let chosen = select(std::slice::from_ref(&projection))?;
+            let chosen = select(&config, std::slice::from_ref(&projection)).await?;
             for p in chosen {
                 let report = dead_letters::redrive(
                     &pool,
@@ -152,7 +152,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let pool = connect_pool(&config).await?;
             let nats = async_nats::connect(config.nats_url.as_str()).await?;
             let js = async_nats::jetstream::new(nats);
-            let chosen = select(std::slice::from_ref(&projection))?;
+            let chosen = select(&config, std::slice::from_ref(&projection)).await?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(

@@ -48,6 +48,15 @@ pub enum ApplyError {
     Rejected(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// An outside store (Qdrant, Neo4j, an embedder) cannot be reached: the
+    /// batch is not stored and is retried from the checkpoint, nothing parked.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A batch that must be retried whole.
+fn unavailable(message: String) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(message))
 }
 
 /// A Postgres projection. `apply` runs inside the batch transaction (in a
@@ -63,6 +72,12 @@ pub trait Projection: Send + Sync {
         conn: &mut PgConnection,
         event: &ProjectedEvent,
     ) -> Result<Applied, ApplyError>;
+
+    /// Makes writes outside Postgres durable; runs before the batch's
+    /// checkpoint commits.
+    async fn flush(&self) -> Result<(), ApplyError> {
+        Ok(())
+    }
 }
 
 /// Runtime settings.
@@ -251,6 +266,7 @@ async fn run_batch(
                     } else {
                         match projection.apply(&mut tx, &event).await {
                             Ok(applied) => Ok(applied),
+                            Err(ApplyError::Unavailable(m)) => return Err(unavailable(m)),
                             // Roll back this attempt; the careful one isolates the event.
                             Err(_) => return Ok(None),
                         }
@@ -278,6 +294,9 @@ async fn run_batch(
             }
         }
         last = seq;
+    }
+    if let Err(e) = projection.flush().await {
+        return Err(unavailable(e.to_string()));
     }
     sqlx::query(
         "INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) VALUES ($1, $2, now()) \
@@ -308,6 +327,10 @@ pub async fn apply_with_retries(
             Ok(applied) => {
                 savepoint.commit().await?;
                 return Ok(Ok(applied));
+            }
+            Err(ApplyError::Unavailable(m)) => {
+                savepoint.rollback().await?;
+                return Err(unavailable(m));
             }
             Err(e) => {
                 savepoint.rollback().await?;

@@ -130,3 +130,88 @@ pub struct StatsView {
     pub by_type: std::collections::BTreeMap<String, i64>,
     pub rows: Vec<StatsRow>,
 }
+
+/// One node of a relationship graph. `id` is `<label>:<key>`, e.g.
+/// `Task:6f1c…`, `Capability:text.summarize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GraphNode {
+    pub id: String,
+    /// `Agent`, `Task`, `Capability`, `TaskType` or `Actor`.
+    pub label: String,
+    /// The agent/task id, capability name, task type or actor.
+    pub key: String,
+    /// Properties kept on the node (`status`, `task_type`, `name`, …).
+    #[schema(value_type = Object)]
+    pub properties: serde_json::Map<String, Value>,
+}
+
+/// One relationship: `from` -[`rel`]-> `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GraphEdge {
+    pub from: String,
+    /// `HAS_CAPABILITY`, `REQUIRES`, `OF_TYPE`, `SUBMITTED`, `ASSIGNED_TO`,
+    /// `CHILD_OF` or `DEPENDS_ON`.
+    pub rel: String,
+    pub to: String,
+    /// `{attempt}` on `ASSIGNED_TO`; empty otherwise.
+    #[schema(value_type = Object)]
+    pub properties: serde_json::Map<String, Value>,
+}
+
+/// The answer of every graph endpoint: nodes and edges, sorted by id, each once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GraphView {
+    /// Where the traversal started (`<label>:<key>`).
+    pub root: String,
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+    /// Node ids by role, for lineage (`ancestors`, `descendants`,
+    /// `dependencies`, `dependents`), neighborhood (`capabilities`, `tasks`,
+    /// `coworkers`) and path (`path`, in order).
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// True when the node limit cut the traversal short.
+    pub truncated: bool,
+}
+
+/// A task found by search.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskHit {
+    pub id: Uuid,
+    /// Higher is better. Cosine similarity (semantic), BM25 (text) or
+    /// reciprocal-rank fusion (hybrid); compare only within one answer.
+    pub score: f32,
+    pub task_type: String,
+    pub status: String,
+    pub priority: i64,
+    pub agent_id: Option<Uuid>,
+    pub parent_task_id: Option<Uuid>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The aggregate version the indexed point reflects.
+    pub version: i64,
+    /// The text that was embedded.
+    pub text: String,
+}
+
+/// An agent found by search.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentHit {
+    pub id: Uuid,
+    pub score: f32,
+    pub name: String,
+    pub agent_type: String,
+    pub status: String,
+    pub capabilities: Vec<String>,
+    pub version: i64,
+    pub text: String,
+}
+
+/// Search results, best first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResults<T> {
+    /// `semantic`, `hybrid` or `text`.
+    pub mode: String,
+    /// `edge` (Qdrant Edge in process) or `qdrant` (a Qdrant server).
+    pub backend: String,
+    pub items: Vec<T>,
+}

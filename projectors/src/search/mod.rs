@@ -1,0 +1,459 @@
+//! Semantic search: the vector projection, its stores and the embedder.
+//!
+//! - [`embed`]: the [`embed::Embedder`] trait, the deterministic default and
+//!   the HTTP embedder.
+//! - [`vectors`]: the [`vectors::VectorStore`] trait and its types.
+//! - [`edge`]: Qdrant Edge in process (default); [`qdrant`]: a Qdrant server.
+//! - [`VectorProjection`]: events → points, guarded by the aggregate sequence.
+//!
+//! Where it runs: a Qdrant Edge shard is a library inside one process, and
+//! the process that searches it must own it, so with the default store the
+//! query service runs this projection itself (see `query-service`). With a
+//! Qdrant server (`QDRANT_URL`) the `projectors` process runs it and the
+//! query service only searches.
+
+pub mod edge;
+pub mod embed;
+pub mod qdrant;
+pub mod vectors;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
+use schemas::state::{AgentState, TaskState};
+use schemas::{AgentEvent, TaskEvent};
+use serde_json::{json, Map, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::decode::{DomainEvent, ProjectedEvent};
+use crate::runtime::{Applied, ApplyError, Projection};
+use embed::{Embedder, HashEmbedder, HttpEmbedder, HttpFlavour};
+use vectors::{Collection, Point, Sparse, VectorError, VectorStore};
+
+/// Name of the vector projection (consumer, checkpoint, dead letters).
+pub const PROJECTION: &str = "vectors";
+
+/// Vector store and embedder settings, shared by `projectors` and `query-service`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SearchSettings {
+    /// Qdrant server (gRPC, e.g. http://127.0.0.1:6334). Unset: Qdrant Edge in
+    /// process under `--vector-dir`.
+    #[arg(long, env = "QDRANT_URL", global = true)]
+    pub qdrant_url: Option<String>,
+
+    #[arg(long, env = "QDRANT_API_KEY", global = true, hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+
+    /// Collection names are `<prefix>_tasks` and `<prefix>_agents`.
+    #[arg(long, env = "QDRANT_COLLECTION_PREFIX", default_value = "sutazai", global = true)]
+    pub qdrant_collection_prefix: String,
+
+    /// Directory of the Qdrant Edge shards.
+    #[arg(long, env = "VECTOR_DIR", default_value = "data/vectors", global = true)]
+    pub vector_dir: PathBuf,
+
+    /// `hash` (built in, deterministic), `ollama` or `openai`.
+    #[arg(long, env = "EMBEDDER", default_value = "hash", value_parser = ["hash", "ollama", "openai"], global = true)]
+    pub embedder: String,
+
+    /// Base URL of the embeddings endpoint (ollama / openai).
+    #[arg(long, env = "EMBEDDER_URL", global = true)]
+    pub embedder_url: Option<String>,
+
+    #[arg(long, env = "EMBEDDER_MODEL", default_value = "nomic-embed-text", global = true)]
+    pub embedder_model: String,
+
+    #[arg(long, env = "EMBEDDER_API_KEY", global = true, hide_env_values = true)]
+    pub embedder_api_key: Option<String>,
+
+    /// Dense dimension. Must match the model for ollama/openai.
+    #[arg(long, env = "EMBEDDING_DIM", default_value_t = 384, global = true)]
+    pub embedding_dim: usize,
+
+    /// Timeout of one call to Qdrant or the embedder, in ms.
+    #[arg(long, env = "SEARCH_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    pub search_timeout_ms: u64,
+}
+
+impl SearchSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.search_timeout_ms.max(1))
+    }
+
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>, String> {
+        if !(8..=8192).contains(&self.embedding_dim) {
+            return Err(format!(
+                "EMBEDDING_DIM must be between 8 and 8192, not {}",
+                self.embedding_dim
+            ));
+        }
+        let flavour = match self.embedder.as_str() {
+            "hash" => return Ok(Arc::new(HashEmbedder::new(self.embedding_dim))),
+            "ollama" => HttpFlavour::Ollama,
+            "openai" => HttpFlavour::OpenAi,
+            other => return Err(format!("unknown embedder {other:?}")),
+        };
+        let url = self
+            .embedder_url
+            .as_deref()
+            .ok_or("EMBEDDER_URL is required for the ollama and openai embedders")?;
+        HttpEmbedder::new(
+            flavour,
+            url,
+            &self.embedder_model,
+            self.embedder_api_key.clone(),
+            self.embedding_dim,
+            self.timeout(),
+        )
+        .map(|e| Arc::new(e) as Arc<dyn Embedder>)
+        .map_err(|e| e.to_string())
+    }
+
+    /// Opens the configured store.
+    pub async fn open_store(&self) -> Result<Arc<dyn VectorStore>, VectorError> {
+        match &self.qdrant_url {
+            Some(url) => Ok(Arc::new(
+                qdrant::QdrantVectors::connect(
+                    url,
+                    self.qdrant_api_key.clone(),
+                    &self.qdrant_collection_prefix,
+                    self.embedding_dim,
+                    self.timeout(),
+                )
+                .await?,
+            )),
+            None => {
+                let dir = self.vector_dir.clone();
+                let dim = self.embedding_dim;
+                let store = tokio::task::spawn_blocking(move || edge::EdgeVectors::open(&dir, dim))
+                    .await
+                    .map_err(|e| VectorError::Store(e.to_string()))??;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// Whether the vector projection runs in the query service (Edge) rather
+    /// than in `projectors` (a Qdrant server).
+    pub fn embedded(&self) -> bool {
+        self.qdrant_url.is_none()
+    }
+}
+
+/// What search needs: the store, the embedder and the BM25 model.
+#[derive(Clone)]
+pub struct Search {
+    pub store: Arc<dyn VectorStore>,
+    pub embedder: Arc<dyn Embedder>,
+    bm25: Arc<EdgeBm25>,
+}
+
+impl Search {
+    pub fn new(store: Arc<dyn VectorStore>, embedder: Arc<dyn Embedder>) -> Result<Self, String> {
+        if store.dimension() != embedder.dimension() {
+            return Err(format!(
+                "the vector store has dimension {} but the embedder {} gives {}: rebuild the \
+                 vector projection into an empty store",
+                store.dimension(),
+                embedder.name(),
+                embedder.dimension()
+            ));
+        }
+        let bm25 = EdgeBm25::new(EdgeBm25Config::default()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            store,
+            embedder,
+            bm25: Arc::new(bm25),
+        })
+    }
+
+    pub async fn open(settings: &SearchSettings) -> Result<Self, String> {
+        let embedder = settings.embedder()?;
+        let store = settings.open_store().await.map_err(|e| e.to_string())?;
+        Self::new(store, embedder)
+    }
+
+    pub fn sparse_document(&self, text: &str) -> Sparse {
+        let v = self.bm25.embed_document(text);
+        Sparse {
+            indices: v.indices,
+            values: v.values,
+        }
+    }
+
+    pub fn sparse_query(&self, text: &str) -> Sparse {
+        let v = self.bm25.embed_query(text);
+        Sparse {
+            indices: v.indices,
+            values: v.values,
+        }
+    }
+
+    pub async fn embed_one(&self, text: &str) -> Result<Vec<f32>, String> {
+        let mut v = self
+            .embedder
+            .embed(&[text.to_string()])
+            .await
+            .map_err(|e| e.to_string())?;
+        v.pop().ok_or_else(|| "the embedder returned nothing".into())
+    }
+}
+
+/// Strings found in a JSON value (keys of objects included), depth first,
+/// up to `max` characters.
+pub fn json_text(value: &Value, max: usize) -> String {
+    fn walk(v: &Value, out: &mut String, max: usize) {
+        if out.len() >= max {
+            return;
+        }
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push(' ');
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out, max)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                if !k.starts_with('_') && !matches!(v, Value::String(s) if s.starts_with("http")) {
+                    out.push_str(&k.replace('_', " "));
+                    out.push(' ');
+                }
+                walk(v, out, max)
+            }),
+            Value::Number(n) => {
+                out.push_str(&n.to_string());
+                out.push(' ');
+            }
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+    let mut out = String::new();
+    walk(value, &mut out, max);
+    let mut s: String = out.chars().take(max).collect();
+    s.truncate(s.trim_end().len());
+    s
+}
+
+/// The text embedded for a task: its type, input, output summary and error.
+pub fn task_text(state: &TaskState) -> String {
+    let mut parts = vec![state.task_type.replace(['.', '_', '-'], " ")];
+    parts.push(json_text(&state.input, 2000));
+    if let Some(output) = &state.output {
+        parts.push(json_text(output, 1000));
+    }
+    if let Some(error) = &state.error {
+        parts.push(error.clone());
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(". ")
+}
+
+/// The text embedded for an agent: name, type, capabilities and the
+/// `description` of its config.
+pub fn agent_text(state: &AgentState) -> String {
+    let mut parts = vec![
+        state.name.clone(),
+        state.agent_type.replace(['.', '_', '-'], " "),
+        state
+            .capabilities
+            .iter()
+            .map(|c| c.replace(['.', '_', '-'], " "))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ];
+    if let Some(d) = state.config.get("description").and_then(Value::as_str) {
+        parts.push(d.to_string());
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(". ")
+}
+
+fn payload_time(payload: &Map<String, Value>, key: &str) -> Option<DateTime<Utc>> {
+    payload
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The vector projection: one point per task and per agent.
+pub struct VectorProjection {
+    search: Search,
+}
+
+impl VectorProjection {
+    pub fn new(search: Search) -> Self {
+        Self { search }
+    }
+
+    async fn write(
+        &self,
+        collection: Collection,
+        id: Uuid,
+        text: String,
+        previous: Option<(&str, Option<Vec<f32>>)>,
+        mut payload: Map<String, Value>,
+    ) -> Result<(), ApplyError> {
+        let dense = match previous {
+            Some((old_text, Some(dense))) if old_text == text => dense,
+            _ => self
+                .search
+                .embed_one(&text)
+                .await
+                .map_err(ApplyError::Rejected)?,
+        };
+        let sparse = self.search.sparse_document(&text);
+        payload.insert("text".into(), Value::String(text));
+        self.search
+            .store
+            .upsert(
+                collection,
+                Point {
+                    id,
+                    dense,
+                    sparse,
+                    payload,
+                },
+            )
+            .await
+            .map_err(|e| ApplyError::Rejected(e.to_string()))
+    }
+}
+
+/// Loads the stored state, or `None` when the event was already applied.
+/// A gap (an event missing before this one) is refused.
+fn guard<S: serde::de::DeserializeOwned + Default>(
+    stored: Option<&vectors::Stored>,
+    event: &ProjectedEvent,
+    is_creation: bool,
+) -> Result<Option<(S, i64)>, ApplyError> {
+    let sequence = event.envelope.sequence;
+    let (state, last) = match stored {
+        None => (S::default(), 0),
+        Some(s) => {
+            let last = s.payload.get("seq").and_then(Value::as_i64).unwrap_or(0);
+            let state = serde_json::from_value(s.payload.get("state").cloned().unwrap_or(Value::Null))
+                .map_err(|e| ApplyError::Rejected(format!("stored point has a bad state: {e}")))?;
+            (state, last)
+        }
+    };
+    if sequence <= last {
+        return Ok(None);
+    }
+    if sequence != last + 1 && !(is_creation && last == 0) {
+        return Err(ApplyError::Rejected(format!(
+            "event {sequence} of {} {} arrived but the point is at {last}",
+            event.envelope.aggregate_type, event.envelope.aggregate_id
+        )));
+    }
+    Ok(Some((state, last)))
+}
+
+fn aggregate_uuid(event: &ProjectedEvent) -> Result<Uuid, ApplyError> {
+    Uuid::parse_str(&event.envelope.aggregate_id)
+        .map_err(|_| ApplyError::Rejected("aggregate id is not a UUID".into()))
+}
+
+#[async_trait::async_trait]
+impl Projection for VectorProjection {
+    fn name(&self) -> &str {
+        PROJECTION
+    }
+
+    async fn apply(
+        &self,
+        _conn: &mut PgConnection,
+        event: &ProjectedEvent,
+    ) -> Result<Applied, ApplyError> {
+        let id = aggregate_uuid(event)?;
+        let at = event.envelope.occurred_at;
+        let sequence = event.envelope.sequence;
+        match &event.event {
+            DomainEvent::Task(e) => {
+                let stored = self.search.store.get(Collection::Tasks, id).await.map_err(store)?;
+                let creation = matches!(e, TaskEvent::TaskSubmitted(_));
+                let Some((mut state, _)) = guard::<TaskState>(stored.as_ref(), event, creation)? else {
+                    return Ok(Applied::Skipped);
+                };
+                if !creation && stored.is_none() {
+                    return Err(ApplyError::Rejected("no point for this task yet".into()));
+                }
+                let old_text = stored.as_ref().and_then(|s| s.payload.get("text")).and_then(Value::as_str).map(str::to_string);
+                let created_at = stored.as_ref().and_then(|s| payload_time(&s.payload, "created_at")).unwrap_or(at);
+                state.apply(sequence, e);
+                let text = task_text(&state);
+                let status = state.status.map(|s| s.as_str()).unwrap_or("submitted");
+                let mut payload = json!({
+                    "kind": "task",
+                    "id": id.to_string(),
+                    "seq": sequence,
+                    "status": status,
+                    "task_type": state.task_type,
+                    "priority": state.priority,
+                    "created_at": created_at.to_rfc3339(),
+                    "created_at_ms": vectors::millis(created_at),
+                    "updated_at": at.to_rfc3339(),
+                });
+                let map = payload.as_object_mut().ok_or_else(|| ApplyError::Rejected("payload".into()))?;
+                if let Some(agent) = state.agent_id {
+                    map.insert("agent_id".into(), agent.to_string().into());
+                }
+                if let Some(parent) = state.parent_task_id {
+                    map.insert("parent_task_id".into(), parent.to_string().into());
+                }
+                map.insert(
+                    "state".into(),
+                    serde_json::to_value(&state).map_err(|e| ApplyError::Rejected(e.to_string()))?,
+                );
+                let previous = stored.map(|s| s.dense);
+                let payload = std::mem::take(map);
+                self.write(Collection::Tasks, id, text, old_text.as_deref().map(|t| (t, previous.flatten())), payload).await?;
+            }
+            DomainEvent::Agent(e) => {
+                let stored = self.search.store.get(Collection::Agents, id).await.map_err(store)?;
+                let creation = matches!(e, AgentEvent::AgentCreated(_));
+                let Some((mut state, _)) = guard::<AgentState>(stored.as_ref(), event, creation)? else {
+                    return Ok(Applied::Skipped);
+                };
+                if !creation && stored.is_none() {
+                    return Err(ApplyError::Rejected("no point for this agent yet".into()));
+                }
+                let old_text = stored.as_ref().and_then(|s| s.payload.get("text")).and_then(Value::as_str).map(str::to_string);
+                let created_at = stored.as_ref().and_then(|s| payload_time(&s.payload, "created_at")).unwrap_or(at);
+                state.apply(sequence, e);
+                let text = agent_text(&state);
+                let status = state.status.map(|s| s.as_str()).unwrap_or("inactive");
+                let payload = json!({
+                    "kind": "agent",
+                    "id": id.to_string(),
+                    "seq": sequence,
+                    "status": status,
+                    "retired": status == "retired",
+                    "name": state.name,
+                    "agent_type": state.agent_type,
+                    "capabilities": state.capabilities,
+                    "created_at": created_at.to_rfc3339(),
+                    "updated_at": at.to_rfc3339(),
+                    "state": serde_json::to_value(&state).map_err(|e| ApplyError::Rejected(e.to_string()))?,
+                });
+                let Value::Object(payload) = payload else {
+                    return Err(ApplyError::Rejected("payload".into()));
+                };
+                let previous = stored.map(|s| s.dense);
+                self.write(Collection::Agents, id, text, old_text.as_deref().map(|t| (t, previous.flatten())), payload).await?;
+            }
+        }
+        Ok(Applied::Applied)
+    }
+
+    async fn flush(&self) -> Result<(), ApplyError> {
+        self.search.store.flush().await.map_err(store)
+    }
+}
+
+fn store(e: VectorError) -> ApplyError {
+    ApplyError::Rejected(e.to_string())
+}
