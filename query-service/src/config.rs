@@ -44,6 +44,21 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 
+    /// Durable consumer prefix of the vector projection this service runs
+    /// with Qdrant Edge.
+    #[arg(long, env = "QUERY_CONSUMER_PREFIX", default_value = "query")]
+    pub vector_consumer_prefix: String,
+
+    /// Events per vector-projection batch.
+    #[arg(long, env = "VECTOR_BATCH_SIZE", default_value_t = 200)]
+    pub vector_batch_size: usize,
+
+    #[command(flatten)]
+    pub search: projectors::search::SearchSettings,
+
+    #[command(flatten)]
+    pub graph: projectors::graph::GraphSettings,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -14,8 +14,10 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod stores;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
@@ -34,6 +36,8 @@ pub enum ServeError {
     Nats(String),
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("search/graph store: {0}")]
+    Store(String),
 }
 
 /// A running query service.
@@ -41,6 +45,9 @@ pub struct Server {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     handle: JoinHandle<Result<(), std::io::Error>>,
+    /// The vector projection, when this process owns a Qdrant Edge store.
+    projection: Option<JoinHandle<()>>,
+    pub vector_status: Option<Arc<projectors::runtime::ProjectionStatus>>,
 }
 
 impl Server {
@@ -65,9 +72,25 @@ impl Server {
             .connect(config.nats_url.as_str())
             .await
             .map_err(|e| ServeError::Nats(e.to_string()))?;
+        let stores = stores::Stores::open(&config.search, &config.graph, pool.clone())
+            .await
+            .map_err(ServeError::Store)?;
         let (shutdown, mut stop) = watch::channel(false);
+        let (projection, vector_status) = if config.search.embedded() {
+            let search = stores
+                .search
+                .status()
+                .await
+                .map_err(ServeError::Store)?;
+            let (handle, status) =
+                start_vector_projection(&config, search, nats.clone(), stop.clone()).await?;
+            (Some(handle), Some(status))
+        } else {
+            (None, None)
+        };
         let state = http::AppState {
             stopping: stop.clone(),
+            stores,
             pool,
             nats,
             stream: config.stream_name.clone(),
@@ -87,6 +110,8 @@ impl Server {
             addr,
             shutdown,
             handle,
+            projection,
+            vector_status,
         })
     }
 
@@ -101,7 +126,68 @@ impl Server {
             tracing::warn!("connections still open after 10 s; closing them");
             self.handle.abort();
         }
+        if let Some(mut p) = self.projection.take() {
+            if tokio::time::timeout(Duration::from_secs(10), &mut p).await.is_err() {
+                p.abort();
+            }
+        }
     }
+
+    /// Stops at once, as if the process died.
+    pub async fn abort(mut self) {
+        self.handle.abort();
+        if let Some(p) = self.projection.take() {
+            p.abort();
+            let _ = p.await;
+        }
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// With Qdrant Edge, this process owns the vector store, so it runs the
+/// vector projection (the `projectors` runtime: durable consumer, checkpoint
+/// and dead letters in Postgres through a small writable pool). A store
+/// created empty starts over from the beginning of the stream.
+async fn start_vector_projection(
+    config: &Config,
+    search: Arc<projectors::search::Search>,
+    nats: async_nats::Client,
+    stop: watch::Receiver<bool>,
+) -> Result<(JoinHandle<()>, Arc<projectors::runtime::ProjectionStatus>), ServeError> {
+    let writer = PgPoolOptions::new()
+        .max_connections(3)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await?;
+    if search.store.created_empty() {
+        // Nothing is indexed: a checkpoint left from an earlier store is void.
+        let reset = sqlx::query("DELETE FROM projector_checkpoints WHERE projection = $1")
+            .bind(projectors::search::PROJECTION)
+            .execute(&writer)
+            .await;
+        if let Err(e) = reset {
+            tracing::debug!(error = %e, "no checkpoint to reset (tables not created yet?)");
+        }
+    }
+    let settings = projectors::runtime::RuntimeSettings {
+        stream: config.stream_name.clone(),
+        consumer_prefix: config.vector_consumer_prefix.clone(),
+        batch_size: config.vector_batch_size.max(1),
+        ..Default::default()
+    };
+    let status = Arc::new(projectors::runtime::ProjectionStatus::default());
+    let projection = Arc::new(projectors::search::VectorProjection::new((*search).clone()));
+    let js = async_nats::jetstream::new(nats);
+    let handle = tokio::spawn(projectors::runtime::run(
+        writer,
+        js,
+        projection,
+        settings,
+        status.clone(),
+        stop,
+    ));
+    tracing::info!(dir = %config.search.vector_dir.display(), "vector projection running on Qdrant Edge");
+    Ok((handle, status))
 }
 
 /// Runs until SIGTERM or Ctrl-C.

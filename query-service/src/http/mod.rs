@@ -3,8 +3,10 @@
 mod agents;
 mod audit;
 pub mod extract;
+mod graph;
 mod health;
 mod live;
+mod search;
 mod stats;
 mod tasks;
 
@@ -28,6 +30,7 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub stores: crate::stores::Stores,
     pub nats: async_nats::Client,
     pub stream: String,
     pub min_version_wait: Duration,
@@ -51,6 +54,8 @@ pub struct AppState {
         (name = "stats", description = "Aggregates over tasks"),
         (name = "live", description = "Live event streams"),
         (name = "audit", description = "State at a point in time, what one request caused"),
+        (name = "search", description = "Semantic, hybrid and full-text search (vector projection)"),
+        (name = "graph", description = "Relationships: lineage, neighborhoods, paths (graph projection)"),
         (name = "health", description = "Liveness and readiness"),
     ),
     components(schemas(
@@ -64,6 +69,7 @@ struct ApiDoc;
 
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(search::search_agents))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::get_agent))
         .routes(routes!(agents::agent_tasks))
@@ -71,6 +77,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::task_events))
         .routes(routes!(stats::stats))
+        .routes(routes!(search::search_tasks))
+        .routes(routes!(search::similar_tasks))
+        .routes(routes!(graph::lineage))
+        .routes(routes!(graph::neighborhood))
+        .routes(routes!(graph::path))
         .routes(routes!(audit::task_state))
         .routes(routes!(audit::correlation))
         .routes(routes!(live::sse))
