@@ -100,7 +100,10 @@ pub async fn configured_projections(
 }
 
 /// The projections named in `only` (all when empty).
-pub async fn select(config: &Config, only: &[String]) -> Result<Vec<Arc<dyn Projection>>, StartError> {
+pub async fn select(
+    config: &Config,
+    only: &[String],
+) -> Result<Vec<Arc<dyn Projection>>, StartError> {
     if only.iter().any(|o| o == search::PROJECTION) && config.search.embedded() {
         return Err(StartError::Store(
             "the vectors projection runs in the query service while Qdrant Edge is the store \

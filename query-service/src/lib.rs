@@ -77,11 +77,7 @@ impl Server {
             .map_err(ServeError::Store)?;
         let (shutdown, mut stop) = watch::channel(false);
         let (projection, vector_status) = if config.search.embedded() {
-            let search = stores
-                .search
-                .status()
-                .await
-                .map_err(ServeError::Store)?;
+            let search = stores.search.status().await.map_err(ServeError::Store)?;
             let (handle, status) =
                 start_vector_projection(&config, search, nats.clone(), stop.clone()).await?;
             (Some(handle), Some(status))
@@ -127,7 +123,10 @@ impl Server {
             self.handle.abort();
         }
         if let Some(mut p) = self.projection.take() {
-            if tokio::time::timeout(Duration::from_secs(10), &mut p).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), &mut p)
+                .await
+                .is_err()
+            {
                 p.abort();
             }
         }

@@ -118,9 +118,9 @@ impl Stores {
         what: &str,
         call: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<Result<T, E>, ApiError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| ApiError::Unavailable(format!("{what} did not answer within {:?}", self.timeout)))
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| {
+            ApiError::Unavailable(format!("{what} did not answer within {:?}", self.timeout))
+        })
     }
 }
 

@@ -59,8 +59,16 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A private directory for this test's Qdrant Edge store.
+    pub fn vector_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("sutazai-vectors-{}", self.name))
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.vector_dir());
         let name = self.name.clone();
         // Drop runs inside the test's runtime; use a thread with its own.
         let _ = std::thread::spawn(move || {
@@ -335,9 +343,21 @@ pub async fn start_projectors(
 
 /// Starts the query service in process on a free port.
 pub async fn start_query(db: &TestDb, nats: &NatsServer) -> query_service::Server {
+    start_query_with(query_config(db, nats)).await
+}
+
+/// Query-service configuration pointed at the given stores, with a private
+/// Qdrant Edge directory.
+pub fn query_config(db: &TestDb, nats: &NatsServer) -> query_service::Config {
     let mut c = query_service::Config::local();
     c.database_url = db.url.clone();
     c.nats_url = nats.url();
+    c.search.vector_dir = db.vector_dir();
+    c
+}
+
+/// Starts a query service with this configuration on a free port.
+pub async fn start_query_with(c: query_service::Config) -> query_service::Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

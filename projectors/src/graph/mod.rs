@@ -248,7 +248,9 @@ pub fn change_for(event: &ProjectedEvent) -> GraphChange {
                 }
                 AgentEvent::AgentUpdated(u) => {
                     if let Some(name) = &u.name {
-                        change.owner_props.insert("name".into(), name.clone().into());
+                        change
+                            .owner_props
+                            .insert("name".into(), name.clone().into());
                     }
                     if let Some(caps) = &u.capabilities {
                         capabilities(caps, &mut change);
@@ -364,7 +366,11 @@ async fn walk(
             } else {
                 e.from.clone()
             };
-            if !frontier.contains(if direction == Direction::Out { &e.from } else { &e.to }) {
+            if !frontier.contains(if direction == Direction::Out {
+                &e.from
+            } else {
+                &e.to
+            }) {
                 continue;
             }
             out.add_edge(e);
@@ -380,7 +386,11 @@ async fn walk(
 
 /// Ancestors (`CHILD_OF` upward), descendants (downward), dependencies
 /// (`DEPENDS_ON` outward) and dependents (inward) of a task, each to `depth`.
-pub async fn lineage(store: &dyn GraphStore, task: &str, depth: u32) -> Result<Option<GraphView>, GraphError> {
+pub async fn lineage(
+    store: &dyn GraphStore,
+    task: &str,
+    depth: u32,
+) -> Result<Option<GraphView>, GraphError> {
     let root = NodeKey::new("Task", task).id();
     if store.nodes(std::slice::from_ref(&root)).await?.is_empty() {
         return Ok(None);

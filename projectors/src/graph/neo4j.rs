@@ -84,7 +84,9 @@ impl Neo4jGraph {
         let owner = change.owner.id();
         let mut rows = self
             .graph
-            .execute(query("MATCH (n:Node {uid: $uid}) RETURN n.seq AS seq").param("uid", owner.clone()))
+            .execute(
+                query("MATCH (n:Node {uid: $uid}) RETURN n.seq AS seq").param("uid", owner.clone()),
+            )
             .await
             .map_err(unavailable)?;
         if let Some(row) = rows.next().await.map_err(unavailable)? {
@@ -112,8 +114,10 @@ impl Neo4jGraph {
         for rel in &change.replace {
             let rel = checked_rel(rel)?;
             statements.push(
-                query(&format!("MATCH (n:Node {{uid: $uid}})-[r:{rel}]->() DELETE r"))
-                    .param("uid", owner.clone()),
+                query(&format!(
+                    "MATCH (n:Node {{uid: $uid}})-[r:{rel}]->() DELETE r"
+                ))
+                .param("uid", owner.clone()),
             );
         }
         for e in &change.edges {
@@ -165,7 +169,9 @@ impl GraphStore for Neo4jGraph {
         while let Some(row) = rows.next().await.map_err(unavailable)? {
             let props: Map<String, Value> = row.get("props").unwrap_or_default();
             out.push(GraphNode {
-                id: row.get("id").map_err(|e| GraphError::Store(e.to_string()))?,
+                id: row
+                    .get("id")
+                    .map_err(|e| GraphError::Store(e.to_string()))?,
                 label: row.get("label").unwrap_or_default(),
                 key: row.get("key").unwrap_or_default(),
                 properties: strip(props, &["uid", "label", "key", "seq"]),
@@ -207,9 +213,15 @@ impl GraphStore for Neo4jGraph {
         while let Some(row) = rows.next().await.map_err(unavailable)? {
             let props: Map<String, Value> = row.get("props").unwrap_or_default();
             edges.push(GraphEdge {
-                from: row.get("src").map_err(|e| GraphError::Store(e.to_string()))?,
-                rel: row.get("rel").map_err(|e| GraphError::Store(e.to_string()))?,
-                to: row.get("dst").map_err(|e| GraphError::Store(e.to_string()))?,
+                from: row
+                    .get("src")
+                    .map_err(|e| GraphError::Store(e.to_string()))?,
+                rel: row
+                    .get("rel")
+                    .map_err(|e| GraphError::Store(e.to_string()))?,
+                to: row
+                    .get("dst")
+                    .map_err(|e| GraphError::Store(e.to_string()))?,
                 properties: strip(props, &["key"]),
             });
         }

@@ -12,10 +12,11 @@ use crate::runtime::Applied;
 /// Applies a change unless the owner node has already seen its sequence.
 pub async fn apply(conn: &mut PgConnection, change: &GraphChange) -> Result<Applied, sqlx::Error> {
     let owner = change.owner.id();
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM graph_nodes WHERE id = $1 FOR UPDATE")
-        .bind(&owner)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM graph_nodes WHERE id = $1 FOR UPDATE")
+            .bind(&owner)
+            .fetch_optional(&mut *conn)
+            .await?;
     if seq.is_some_and(|s| s >= change.sequence) {
         return Ok(Applied::Skipped);
     }
@@ -121,11 +122,13 @@ impl GraphStore for PgGraph {
     }
 
     async fn nodes(&self, ids: &[String]) -> Result<Vec<GraphNode>, GraphError> {
-        let rows = sqlx::query("SELECT id, label, key, props FROM graph_nodes WHERE id = ANY($1) ORDER BY id")
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
+        let rows = sqlx::query(
+            "SELECT id, label, key, props FROM graph_nodes WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
         rows.into_iter()
             .map(|r| {
                 Ok(GraphNode {

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use qdrant_edge::{
     Condition, Distance, EdgeConfig, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder,
-    EdgeVectorParamsBuilder, FieldCondition, Fusion, Match, Modifier, NamedQuery, PayloadFieldSchema,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, Prefetch, QueryEnum,
-    QueryRequest, Range, ScoringQuery, UpdateOperation, ValueVariants, VectorInternal,
-    VectorStructInternal, WithPayloadInterface, WithVector,
+    EdgeVectorParamsBuilder, FieldCondition, Fusion, Match, Modifier, NamedQuery,
+    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
+    Prefetch, QueryEnum, QueryRequest, Range, ScoringQuery, UpdateOperation, ValueVariants,
+    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -163,7 +163,9 @@ fn to_filter(filter: &Filter) -> Result<Option<qdrant_edge::Filter>, VectorError
         )));
     }
     for (field, from, to) in &filter.range {
-        let f = |v: &Option<i64>| v.map(|x| qdrant_edge::external::ordered_float::OrderedFloat(x as f64));
+        let f = |v: &Option<i64>| {
+            v.map(|x| qdrant_edge::external::ordered_float::OrderedFloat(x as f64))
+        };
         must.push(Condition::Field(FieldCondition::new_range(
             key(field)?,
             Range {
@@ -261,9 +263,11 @@ impl VectorStore for EdgeVectors {
                 Value::Object(point.payload),
             );
             shard
-                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(vec![persisted.into()]),
-                )))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(vec![
+                        persisted.into(),
+                    ])),
+                ))
                 .map_err(store_err)
         })
         .await
@@ -274,9 +278,11 @@ impl VectorStore for EdgeVectors {
         let _guard = self.write.lock().await;
         blocking(move || {
             shard
-                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                    ids: vec![PointId::Uuid(id)],
-                }))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints {
+                        ids: vec![PointId::Uuid(id)],
+                    },
+                ))
                 .map_err(store_err)
         })
         .await

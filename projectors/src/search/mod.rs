@@ -49,11 +49,21 @@ pub struct SearchSettings {
     pub qdrant_api_key: Option<String>,
 
     /// Collection names are `<prefix>_tasks` and `<prefix>_agents`.
-    #[arg(long, env = "QDRANT_COLLECTION_PREFIX", default_value = "sutazai", global = true)]
+    #[arg(
+        long,
+        env = "QDRANT_COLLECTION_PREFIX",
+        default_value = "sutazai",
+        global = true
+    )]
     pub qdrant_collection_prefix: String,
 
     /// Directory of the Qdrant Edge shards.
-    #[arg(long, env = "VECTOR_DIR", default_value = "data/vectors", global = true)]
+    #[arg(
+        long,
+        env = "VECTOR_DIR",
+        default_value = "data/vectors",
+        global = true
+    )]
     pub vector_dir: PathBuf,
 
     /// `hash` (built in, deterministic), `ollama` or `openai`.
@@ -64,7 +74,12 @@ pub struct SearchSettings {
     #[arg(long, env = "EMBEDDER_URL", global = true)]
     pub embedder_url: Option<String>,
 
-    #[arg(long, env = "EMBEDDER_MODEL", default_value = "nomic-embed-text", global = true)]
+    #[arg(
+        long,
+        env = "EMBEDDER_MODEL",
+        default_value = "nomic-embed-text",
+        global = true
+    )]
     pub embedder_model: String,
 
     #[arg(long, env = "EMBEDDER_API_KEY", global = true, hide_env_values = true)]
@@ -199,7 +214,8 @@ impl Search {
             .embed(&[text.to_string()])
             .await
             .map_err(|e| e.to_string())?;
-        v.pop().ok_or_else(|| "the embedder returned nothing".into())
+        v.pop()
+            .ok_or_else(|| "the embedder returned nothing".into())
     }
 }
 
@@ -335,8 +351,11 @@ fn guard<S: serde::de::DeserializeOwned + Default>(
         None => (S::default(), 0),
         Some(s) => {
             let last = s.payload.get("seq").and_then(Value::as_i64).unwrap_or(0);
-            let state = serde_json::from_value(s.payload.get("state").cloned().unwrap_or(Value::Null))
-                .map_err(|e| ApplyError::Rejected(format!("stored point has a bad state: {e}")))?;
+            let state =
+                serde_json::from_value(s.payload.get("state").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| {
+                        ApplyError::Rejected(format!("stored point has a bad state: {e}"))
+                    })?;
             (state, last)
         }
     };
@@ -373,16 +392,29 @@ impl Projection for VectorProjection {
         let sequence = event.envelope.sequence;
         match &event.event {
             DomainEvent::Task(e) => {
-                let stored = self.search.store.get(Collection::Tasks, id).await.map_err(store)?;
+                let stored = self
+                    .search
+                    .store
+                    .get(Collection::Tasks, id)
+                    .await
+                    .map_err(store)?;
                 let creation = matches!(e, TaskEvent::TaskSubmitted(_));
-                let Some((mut state, _)) = guard::<TaskState>(stored.as_ref(), event, creation)? else {
+                let Some((mut state, _)) = guard::<TaskState>(stored.as_ref(), event, creation)?
+                else {
                     return Ok(Applied::Skipped);
                 };
                 if !creation && stored.is_none() {
                     return Err(ApplyError::Rejected("no point for this task yet".into()));
                 }
-                let old_text = stored.as_ref().and_then(|s| s.payload.get("text")).and_then(Value::as_str).map(str::to_string);
-                let created_at = stored.as_ref().and_then(|s| payload_time(&s.payload, "created_at")).unwrap_or(at);
+                let old_text = stored
+                    .as_ref()
+                    .and_then(|s| s.payload.get("text"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let created_at = stored
+                    .as_ref()
+                    .and_then(|s| payload_time(&s.payload, "created_at"))
+                    .unwrap_or(at);
                 state.apply(sequence, e);
                 let text = task_text(&state);
                 let status = state.status.map(|s| s.as_str()).unwrap_or("submitted");
@@ -397,7 +429,9 @@ impl Projection for VectorProjection {
                     "created_at_ms": vectors::millis(created_at),
                     "updated_at": at.to_rfc3339(),
                 });
-                let map = payload.as_object_mut().ok_or_else(|| ApplyError::Rejected("payload".into()))?;
+                let map = payload
+                    .as_object_mut()
+                    .ok_or_else(|| ApplyError::Rejected("payload".into()))?;
                 if let Some(agent) = state.agent_id {
                     map.insert("agent_id".into(), agent.to_string().into());
                 }
@@ -406,23 +440,44 @@ impl Projection for VectorProjection {
                 }
                 map.insert(
                     "state".into(),
-                    serde_json::to_value(&state).map_err(|e| ApplyError::Rejected(e.to_string()))?,
+                    serde_json::to_value(&state)
+                        .map_err(|e| ApplyError::Rejected(e.to_string()))?,
                 );
                 let previous = stored.map(|s| s.dense);
                 let payload = std::mem::take(map);
-                self.write(Collection::Tasks, id, text, old_text.as_deref().map(|t| (t, previous.flatten())), payload).await?;
+                self.write(
+                    Collection::Tasks,
+                    id,
+                    text,
+                    old_text.as_deref().map(|t| (t, previous.flatten())),
+                    payload,
+                )
+                .await?;
             }
             DomainEvent::Agent(e) => {
-                let stored = self.search.store.get(Collection::Agents, id).await.map_err(store)?;
+                let stored = self
+                    .search
+                    .store
+                    .get(Collection::Agents, id)
+                    .await
+                    .map_err(store)?;
                 let creation = matches!(e, AgentEvent::AgentCreated(_));
-                let Some((mut state, _)) = guard::<AgentState>(stored.as_ref(), event, creation)? else {
+                let Some((mut state, _)) = guard::<AgentState>(stored.as_ref(), event, creation)?
+                else {
                     return Ok(Applied::Skipped);
                 };
                 if !creation && stored.is_none() {
                     return Err(ApplyError::Rejected("no point for this agent yet".into()));
                 }
-                let old_text = stored.as_ref().and_then(|s| s.payload.get("text")).and_then(Value::as_str).map(str::to_string);
-                let created_at = stored.as_ref().and_then(|s| payload_time(&s.payload, "created_at")).unwrap_or(at);
+                let old_text = stored
+                    .as_ref()
+                    .and_then(|s| s.payload.get("text"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let created_at = stored
+                    .as_ref()
+                    .and_then(|s| payload_time(&s.payload, "created_at"))
+                    .unwrap_or(at);
                 state.apply(sequence, e);
                 let text = agent_text(&state);
                 let status = state.status.map(|s| s.as_str()).unwrap_or("inactive");
@@ -443,7 +498,14 @@ impl Projection for VectorProjection {
                     return Err(ApplyError::Rejected("payload".into()));
                 };
                 let previous = stored.map(|s| s.dense);
-                self.write(Collection::Agents, id, text, old_text.as_deref().map(|t| (t, previous.flatten())), payload).await?;
+                self.write(
+                    Collection::Agents,
+                    id,
+                    text,
+                    old_text.as_deref().map(|t| (t, previous.flatten())),
+                    payload,
+                )
+                .await?;
             }
         }
         Ok(Applied::Applied)

@@ -130,7 +130,11 @@ impl QdrantVectors {
             .await
             .map_err(unavailable)?
         {
-            let info = self.client.collection_info(&name).await.map_err(unavailable)?;
+            let info = self
+                .client
+                .collection_info(&name)
+                .await
+                .map_err(unavailable)?;
             let size = info
                 .result
                 .and_then(|r| r.config)
@@ -155,7 +159,10 @@ impl QdrantVectors {
         let mut vectors = VectorsConfigBuilder::default();
         vectors.add_named_vector_params(
             DENSE,
-            VectorParamsBuilder::new(self.dimension as u64, qdrant_client::qdrant::Distance::Cosine),
+            VectorParamsBuilder::new(
+                self.dimension as u64,
+                qdrant_client::qdrant::Distance::Cosine,
+            ),
         );
         let mut sparse = SparseVectorsConfigBuilder::default();
         sparse.add_named_vector_params(
@@ -237,7 +244,10 @@ impl VectorStore for QdrantVectors {
             ),
             (
                 SPARSE.to_string(),
-                qdrant_client::qdrant::Vector::new_sparse(point.sparse.indices, point.sparse.values),
+                qdrant_client::qdrant::Vector::new_sparse(
+                    point.sparse.indices,
+                    point.sparse.values,
+                ),
             ),
         ]);
         let p = PointStruct::new(point.id.to_string(), vectors, payload);

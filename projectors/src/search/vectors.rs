@@ -166,7 +166,9 @@ pub fn check_dimension(expected: usize, vector: &[f32]) -> Result<(), VectorErro
         });
     }
     if vector.iter().any(|x| !x.is_finite()) {
-        return Err(VectorError::BadRequest("vector holds NaN or infinity".into()));
+        return Err(VectorError::BadRequest(
+            "vector holds NaN or infinity".into(),
+        ));
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ pub struct PathParams {
 fn bounded(v: Option<u32>, default: u32, max: u32, name: &str) -> Result<u32, ApiError> {
     match v.unwrap_or(default) {
         n if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::Unprocessable(format!("{name} must be 1 to {max}"))),
+        _ => Err(ApiError::Unprocessable(format!(
+            "{name} must be 1 to {max}"
+        ))),
     }
 }
 
@@ -54,11 +56,15 @@ fn graph_error(e: GraphError) -> ApiError {
 }
 
 fn node(param: Option<String>, name: &str) -> Result<String, ApiError> {
-    let raw = param.ok_or_else(|| ApiError::bad_request("invalid_query", format!("{name} is required")))?;
+    let raw = param
+        .ok_or_else(|| ApiError::bad_request("invalid_query", format!("{name} is required")))?;
     let key = graph::parse_node_id(&raw).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_query",
-            format!("{name} must be <Label>:<key> with a label of {}", graph::LABELS.join(", ")),
+            format!(
+                "{name} must be <Label>:<key> with a label of {}",
+                graph::LABELS.join(", ")
+            ),
         )
     })?;
     if matches!(key.label, "Task" | "Agent") && Uuid::parse_str(&key.key).is_err() {
@@ -85,7 +91,10 @@ pub async fn lineage(
     let store = state.stores.graph.get("graph").await?;
     state
         .stores
-        .bounded("the graph", graph::lineage(store.as_ref(), &id.to_string(), depth))
+        .bounded(
+            "the graph",
+            graph::lineage(store.as_ref(), &id.to_string(), depth),
+        )
         .await?
         .map_err(graph_error)?
         .map(Json)
@@ -137,9 +146,16 @@ pub async fn path(
     let store = state.stores.graph.get("graph").await?;
     state
         .stores
-        .bounded("the graph", graph::path(store.as_ref(), &from, &to, max_depth))
+        .bounded(
+            "the graph",
+            graph::path(store.as_ref(), &from, &to, max_depth),
+        )
         .await?
         .map_err(graph_error)?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no path from {from} to {to} within {max_depth} hops")))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no path from {from} to {to} within {max_depth} hops"
+            ))
+        })
 }

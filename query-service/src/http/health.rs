@@ -26,7 +26,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let stores = &state.stores;
     let vectors = match stores.search.status().await {
         Err(e) => health::down(e),
-        Ok(search) => match stores.bounded("the vector store", search.store.ping()).await {
+        Ok(search) => match stores
+            .bounded("the vector store", search.store.ping())
+            .await
+        {
             Ok(Ok(())) => health::up(Some(search.store.backend().to_string())),
             Ok(Err(e)) => health::down(e.to_string()),
             Err(e) => health::down(e.to_string()),

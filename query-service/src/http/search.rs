@@ -88,17 +88,24 @@ fn query_text(q: Option<String>) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("invalid_query", "q is required"));
     }
     if q.chars().count() > 500 {
-        return Err(ApiError::Unprocessable("q must be at most 500 characters".into()));
+        return Err(ApiError::Unprocessable(
+            "q must be at most 500 characters".into(),
+        ));
     }
     Ok(q)
 }
 
 fn s(p: &serde_json::Map<String, Value>, k: &str) -> String {
-    p.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+    p.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn uuid(p: &serde_json::Map<String, Value>, k: &str) -> Option<Uuid> {
-    p.get(k).and_then(Value::as_str).and_then(|v| Uuid::parse_str(v).ok())
+    p.get(k)
+        .and_then(Value::as_str)
+        .and_then(|v| Uuid::parse_str(v).ok())
 }
 
 fn time(p: &serde_json::Map<String, Value>, k: &str) -> Option<DateTime<Utc>> {
@@ -136,7 +143,11 @@ fn agent_hit(h: Hit) -> AgentHit {
         capabilities: p
             .get("capabilities")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
         version: p.get("seq").and_then(Value::as_i64).unwrap_or(0),
         text: s(p, "text"),
@@ -211,7 +222,9 @@ pub async fn search_tasks(
         filter.keyword.push(("agent_id".into(), a.to_string()));
     }
     if let Some(parent) = p.parent_task_id {
-        filter.keyword.push(("parent_task_id".into(), parent.to_string()));
+        filter
+            .keyword
+            .push(("parent_task_id".into(), parent.to_string()));
     }
     if let Some(pr) = p.priority {
         filter.integer.push(("priority".into(), i64::from(pr)));
@@ -257,7 +270,16 @@ pub async fn similar_tasks(
         exclude_id: Some(id),
         ..Filter::default()
     };
-    let hits = run(&state, Collection::Tasks, mode, &text, stored.dense, filter, limit).await?;
+    let hits = run(
+        &state,
+        Collection::Tasks,
+        mode,
+        &text,
+        stored.dense,
+        filter,
+        limit,
+    )
+    .await?;
     Ok(Json(SearchResults {
         mode: mode_name.into(),
         backend: search.store.backend().into(),
