@@ -149,6 +149,15 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 rebuild::Finish::Swap
             };
+            if projection != projectors::read_models::NAME {
+                return Err(format!(
+                    "rebuild/verify copy the read-model tables; {projection:?} is not supported \
+                     (to rebuild the graph, stop it, empty graph_nodes and graph_edges and \
+                     delete its checkpoint; for vectors, delete VECTOR_DIR or the Qdrant \
+                     collections and the checkpoint)"
+                )
+                .into());
+            }
             let pool = connect_pool(&config).await?;
             let nats = async_nats::connect(config.nats_url.as_str()).await?;
             let js = async_nats::jetstream::new(nats);

@@ -577,3 +577,137 @@ impl Projection for GraphProjection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::events::{AgentCreated, AgentUpdated, TaskAssigned, TaskSubmitted};
+    use schemas::{EventEnvelope, EventMetadata};
+    use uuid::Uuid;
+
+    fn event(aggregate: &str, id: &str, sequence: i64, event: DomainEvent) -> ProjectedEvent {
+        ProjectedEvent {
+            stream_sequence: 1,
+            envelope: EventEnvelope {
+                event_id: Uuid::nil(),
+                aggregate_type: aggregate.into(),
+                aggregate_id: id.into(),
+                sequence,
+                event_type: String::new(),
+                event_version: "1.0".into(),
+                occurred_at: chrono::Utc::now(),
+                metadata: EventMetadata {
+                    actor: "alice".into(),
+                    correlation_id: String::new(),
+                    causation_id: String::new(),
+                    request_id: String::new(),
+                },
+                payload: Value::Null,
+                hash: None,
+            },
+            event,
+        }
+    }
+
+    fn rels(c: &GraphChange) -> Vec<(String, &str, String)> {
+        c.edges
+            .iter()
+            .map(|e| (e.from.id(), e.rel, e.to.id()))
+            .collect()
+    }
+
+    #[test]
+    fn a_submitted_task_links_its_type_actor_capabilities_parent_and_dependencies() {
+        let parent = Uuid::new_v4();
+        let dep = Uuid::new_v4();
+        let e = event(
+            "task",
+            "t1",
+            1,
+            DomainEvent::Task(TaskEvent::TaskSubmitted(TaskSubmitted {
+                task_type: "doc.summarize".into(),
+                input: json!({}),
+                required_capabilities: vec!["llm".into()],
+                priority: 3,
+                target_agent_id: None,
+                schedule_at: None,
+                queue_timeout_secs: None,
+                execution_timeout_secs: None,
+                max_retries: 0,
+                idempotency_key: None,
+                parent_task_id: Some(parent),
+                depends_on: vec![dep],
+            })),
+        );
+        let c = change_for(&e);
+        assert_eq!(c.owner.id(), "Task:t1");
+        assert_eq!(c.owner_props["status"], "submitted");
+        assert_eq!(
+            rels(&c),
+            vec![
+                ("Task:t1".into(), OF_TYPE, "TaskType:doc.summarize".into()),
+                ("Actor:alice".into(), SUBMITTED, "Task:t1".into()),
+                ("Task:t1".into(), REQUIRES, "Capability:llm".into()),
+                ("Task:t1".into(), CHILD_OF, format!("Task:{parent}")),
+                ("Task:t1".into(), DEPENDS_ON, format!("Task:{dep}")),
+            ]
+        );
+    }
+
+    #[test]
+    fn assignments_are_keyed_by_attempt_and_capability_updates_replace() {
+        let agent = Uuid::new_v4();
+        let e = event(
+            "task",
+            "t1",
+            3,
+            DomainEvent::Task(TaskEvent::TaskAssigned(TaskAssigned {
+                agent_id: agent,
+                attempt: 2,
+                lease_expires_at: chrono::Utc::now(),
+            })),
+        );
+        let c = change_for(&e);
+        assert_eq!(c.edges[0].rel, ASSIGNED_TO);
+        assert_eq!(c.edges[0].key, "2");
+        assert_eq!(c.edges[0].props["attempt"], 2);
+        let created = change_for(&event(
+            "agent",
+            "a1",
+            1,
+            DomainEvent::Agent(AgentEvent::AgentCreated(AgentCreated {
+                name: "n".into(),
+                agent_type: "t".into(),
+                capabilities: vec!["x".into()],
+                config: json!({}),
+                max_concurrent_tasks: 1,
+            })),
+        ));
+        assert_eq!(created.replace, vec![HAS_CAPABILITY]);
+        let renamed = change_for(&event(
+            "agent",
+            "a1",
+            2,
+            DomainEvent::Agent(AgentEvent::AgentUpdated(AgentUpdated {
+                name: Some("m".into()),
+                capabilities: None,
+                config: None,
+                max_concurrent_tasks: None,
+            })),
+        ));
+        assert!(renamed.replace.is_empty() && renamed.edges.is_empty());
+        assert_eq!(renamed.owner_props["name"], "m");
+    }
+
+    #[test]
+    fn node_ids_parse_only_known_labels() {
+        assert_eq!(parse_node_id("Task:abc"), Some(NodeKey::new("Task", "abc")));
+        assert_eq!(
+            parse_node_id("Capability:a:b"),
+            Some(NodeKey::new("Capability", "a:b"))
+        );
+        assert_eq!(parse_node_id("Planet:x"), None);
+        assert_eq!(parse_node_id("Task:"), None);
+        assert_eq!(parse_node_id("Task"), None);
+    }
+}
