@@ -28,7 +28,7 @@ async fn task_status(pool: &sqlx::PgPool, id: &str) -> (String, i64) {
 async fn parked_for(pool: &sqlx::PgPool, id: &str) -> Vec<(i64, String, Option<i64>, i32)> {
     sqlx::query_as(
         "SELECT id, error, blocked_by, attempts FROM dead_letters \
-         WHERE aggregate_id = $1 AND status = 'parked' ORDER BY id",
+         WHERE aggregate_id = $1 AND status = 'parked' AND projection = 'read_models' ORDER BY id",
     )
     .bind(id)
     .fetch_all(pool)
@@ -95,6 +95,31 @@ async fn undecodable_and_unknown_events_are_parked_and_later_ones_wait_behind_th
         assert_eq!(parked[0].2, None);
         assert_eq!(parked[1].2, Some(parked[0].0), "parked behind the poison");
         assert_eq!(task_status(&sys.pool, id).await, ("queued".to_string(), 2));
+        // Every projection parks what it cannot apply, each on its own.
+        for other in ["graph", "vectors"] {
+            let pool = sys.pool.clone();
+            let id = id.to_string();
+            tests::wait_until(
+                std::time::Duration::from_secs(20),
+                &format!("{other} to park the poison and the event behind it"),
+                || {
+                    let (pool, id) = (pool.clone(), id.clone());
+                    async move {
+                        let n: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM dead_letters \
+                             WHERE aggregate_id = $1 AND projection = $2 AND status = 'parked'",
+                        )
+                        .bind(&id)
+                        .bind(other)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or(0);
+                        n == 2
+                    }
+                },
+            )
+            .await;
+        }
     }
     let metrics = reqwest::get(format!("http://{}/metrics", sys.projectors.addr))
         .await
@@ -131,7 +156,7 @@ async fn undecodable_and_unknown_events_are_parked_and_later_ones_wait_behind_th
         assert!(parked_for(&sys.pool, id).await.is_empty());
     }
     let discarded: Vec<String> =
-        sqlx::query_scalar("SELECT resolution FROM dead_letters WHERE status = 'discarded'")
+        sqlx::query_scalar("SELECT resolution FROM dead_letters WHERE status = 'discarded' AND projection = 'read_models'")
             .fetch_all(&sys.pool)
             .await
             .unwrap();

@@ -784,3 +784,76 @@ async fn redeliver_changes_nothing(rig: &mut Rig, tasks: &[String], agents: &[St
     assert_eq!(before.1, after.1, "graph unchanged");
     let _ = &rig.command;
 }
+
+/// A configured Qdrant server and Neo4j that cannot be reached: readiness
+/// says so, and their endpoints answer 503 within the timeout (no hang),
+/// while the rest of the API keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_stores_answer_503_and_show_in_readiness() {
+    let db = TestDb::new().await;
+    let nats = NatsServer::start().await;
+    let pool = db.pool().await;
+    projectors::migrator().run(&pool).await.expect("migrate");
+    for (qdrant, neo4j) in [
+        // A closed port answers at once; an unroutable address never does.
+        ("http://127.0.0.1:9", "127.0.0.1:9"),
+        ("http://10.255.255.1:6334", "10.255.255.1:7687"),
+    ] {
+        let mut c = query_config(&db, &nats);
+        c.search.qdrant_url = Some(qdrant.into());
+        c.search.search_timeout_ms = 500;
+        c.graph.neo4j_url = Some(neo4j.into());
+        let started = std::time::Instant::now();
+        let query = start_query_with(c).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "start is bounded"
+        );
+        let base = format!("http://{}", query.addr);
+        let http = Client::new();
+        let id = uuid::Uuid::new_v4();
+        for path in [
+            "/api/v1/search/tasks?q=anything".to_string(),
+            "/api/v1/agents/search?q=anything".into(),
+            format!("/api/v1/tasks/{id}/similar"),
+            format!("/api/v1/graph/tasks/{id}/lineage"),
+            format!("/api/v1/graph/agents/{id}/neighborhood"),
+            format!("/api/v1/graph/path?from=Task:{id}&to=Agent:{id}"),
+        ] {
+            let started = std::time::Instant::now();
+            let r = http.get(format!("{base}{path}")).send().await.expect("get");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{path} answered in time"
+            );
+            assert_eq!(
+                r.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{qdrant} {path}"
+            );
+            let body: Value = r.json().await.expect("problem");
+            assert_eq!(body["code"], "unavailable", "{body}");
+        }
+        let r = http
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .expect("ready");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let ready: Value = r.json().await.expect("json");
+        assert_eq!(
+            ready["dependencies"]["vectors"]["status"], "down",
+            "{ready}"
+        );
+        assert_eq!(ready["dependencies"]["graph"]["status"], "down", "{ready}");
+        assert_eq!(ready["dependencies"]["postgres"]["status"], "up", "{ready}");
+        // The read models still answer.
+        let r = http
+            .get(format!("{base}/api/v1/tasks"))
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(r.status(), StatusCode::OK);
+        query.shutdown().await;
+    }
+}
