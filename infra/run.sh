@@ -25,6 +25,8 @@ trap stop INT TERM
 export COMMAND_BIND=${COMMAND_BIND:-127.0.0.1:8080}
 export QUERY_BIND=${QUERY_BIND:-127.0.0.1:8081}
 export PROJECTORS_BIND=${PROJECTORS_BIND:-127.0.0.1:8082}
+# Qdrant Edge (default vector store) lives here, owned by the query service.
+export VECTOR_DIR=${VECTOR_DIR:-$DATA_DIR/vectors}
 
 wait_ready() { # name url
     for _ in $(seq 1 150); do

@@ -8,6 +8,8 @@
 //! (default `nats-server` on the PATH, else `/usr/sbin/nats-server`).
 #![forbid(unsafe_code)]
 
+pub mod bench;
+
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;

@@ -16,8 +16,8 @@ use projectors::runtime::{self, Projection, ProjectionStatus, RuntimeSettings};
 use projectors::search::vectors::{Collection, Filter, Mode, Query};
 use projectors::search::{Search, SearchSettings, VectorProjection};
 use schemas::events::{TaskAssigned, TaskEvent, TaskQueued, TaskSubmitted};
-use schemas::{subjects, EventEnvelope, EventMetadata};
 use serde_json::json;
+use tests::bench::{create_stream, percentile, publish_tasks};
 use tests::{NatsServer, TestDb};
 use uuid::Uuid;
 
@@ -95,35 +95,6 @@ fn rng(state: &mut u64) -> u64 {
     *state >> 33
 }
 
-fn envelope(task: Uuid, sequence: i64, event: &TaskEvent) -> Vec<u8> {
-    let id = task.to_string();
-    let env = EventEnvelope {
-        event_id: EventEnvelope::event_id_for(subjects::TASK, &id, sequence),
-        aggregate_type: subjects::TASK.into(),
-        aggregate_id: id,
-        sequence,
-        event_type: event.event_type().into(),
-        event_version: event.event_version().into(),
-        occurred_at: chrono::Utc::now(),
-        metadata: EventMetadata {
-            actor: format!("user{}", sequence % 7),
-            correlation_id: "bench".into(),
-            causation_id: "bench".into(),
-            request_id: "bench".into(),
-        },
-        payload: serde_json::to_value(event).unwrap_or_default(),
-        hash: None,
-    };
-    serde_json::to_vec(&env).unwrap_or_default()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Runs one projection from the start of the stream until it reaches `last`.
 async fn time_projection(
     pool: &sqlx::PgPool,
@@ -180,60 +151,41 @@ async fn main() {
     let pool = db.pool().await;
     projectors::migrator().run(&pool).await.expect("migrate");
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: subjects::DEFAULT_STREAM.into(),
-        subjects: vec![subjects::EVENTS_WILDCARD.into()],
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
-
+    create_stream(&js).await;
     eprintln!("publishing {} events for {tasks} tasks …", tasks * 3);
     let mut seed = 42u64;
     let agents: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
-    let mut pending = Vec::new();
-    for i in 0..tasks {
-        let task = Uuid::new_v4();
-        let text: Vec<&str> = (0..10)
-            .map(|_| WORDS[(rng(&mut seed) % 64) as usize])
-            .collect();
-        let submitted = TaskEvent::TaskSubmitted(TaskSubmitted {
-            task_type: format!("kind.{}", i % 50),
-            input: json!({"text": text.join(" ")}),
-            required_capabilities: vec![format!("cap.{}", i % 12)],
-            priority: (i % 10) as u8,
-            target_agent_id: None,
-            schedule_at: None,
-            queue_timeout_secs: None,
-            execution_timeout_secs: None,
-            max_retries: 3,
-            idempotency_key: None,
-            parent_task_id: None,
-            depends_on: vec![],
-        });
-        let queued = TaskEvent::TaskQueued(TaskQueued { attempt: 1 });
-        let assigned = TaskEvent::TaskAssigned(TaskAssigned {
-            agent_id: agents[i % agents.len()],
-            attempt: 1,
-            lease_expires_at: chrono::Utc::now(),
-        });
-        let subject = subjects::event_subject(subjects::TASK, &task.to_string());
-        for (seq, e) in [(1, &submitted), (2, &queued), (3, &assigned)] {
-            pending.push(
-                js.publish(subject.clone(), envelope(task, seq, e).into())
-                    .await
-                    .expect("publish"),
-            );
-        }
-        if pending.len() >= 4096 {
-            for a in pending.drain(..) {
-                a.await.expect("ack");
-            }
-        }
-    }
-    for a in pending.drain(..) {
-        a.await.expect("ack");
-    }
+    publish_tasks(
+        &js,
+        tasks,
+        |i| {
+            let text: Vec<&str> = (0..10).map(|_| WORDS[(rng(&mut seed) % 64) as usize]).collect();
+            vec![
+                TaskEvent::TaskSubmitted(TaskSubmitted {
+                    task_type: format!("kind.{}", i % 50),
+                    input: json!({"text": text.join(" ")}),
+                    required_capabilities: vec![format!("cap.{}", i % 12)],
+                    priority: (i % 10) as u8,
+                    target_agent_id: None,
+                    schedule_at: None,
+                    queue_timeout_secs: None,
+                    execution_timeout_secs: None,
+                    max_retries: 3,
+                    idempotency_key: None,
+                    parent_task_id: None,
+                    depends_on: vec![],
+                }),
+                TaskEvent::TaskQueued(TaskQueued { attempt: 1 }),
+                TaskEvent::TaskAssigned(TaskAssigned {
+                    agent_id: agents[i % agents.len()],
+                    attempt: 1,
+                    lease_expires_at: chrono::Utc::now(),
+                }),
+            ]
+        },
+        "user",
+    )
+    .await;
     let events = tests::stream_last_sequence(&nats.url()).await;
 
     let mut settings = <SearchSettings as clap::FromArgMatches>::from_arg_matches(
