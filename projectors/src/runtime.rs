@@ -32,6 +32,10 @@ use crate::dead_letters::{self, Parked};
 use crate::decode::{aggregate_of_subject, decode, ProjectedEvent};
 use service_kit::leader;
 
+/// The Postgres channel a projection notifies after each committed batch
+/// (payload `<projection>:<checkpoint>`).
+pub const CHECKPOINT_CHANNEL: &str = "sutazai_projection";
+
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -306,6 +310,12 @@ async fn run_batch(
     .bind(last as i64)
     .execute(&mut *tx)
     .await?;
+    // Delivered on commit: wakes read-your-writes waiters in the query service.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHECKPOINT_CHANNEL)
+        .bind(format!("{name}:{last}"))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     outcome.checkpoint = last;
     Ok(Some(outcome))

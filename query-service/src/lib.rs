@@ -84,7 +84,9 @@ impl Server {
         } else {
             (None, None)
         };
+        let commits = listen_for_commits(pool.clone(), stop.clone());
         let state = http::AppState {
+            commits,
             stopping: stop.clone(),
             stores,
             pool,
@@ -141,6 +143,50 @@ impl Server {
         }
         let _ = self.shutdown.send(true);
     }
+}
+
+/// Follows the projectors' commit notifications; the receiver ticks once per
+/// committed batch. Reconnects after a lost connection (waiters fall back to
+/// polling meanwhile).
+fn listen_for_commits(pool: sqlx::PgPool, mut stop: watch::Receiver<bool>) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !*stop.borrow() {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for projector commits; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener
+                .listen(projectors::runtime::CHECKPOINT_CHANNEL)
+                .await
+            {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    got = listener.recv() => match got {
+                        Ok(_) => {
+                            n += 1;
+                            let _ = tx.send(n);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "projector commit notifications lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// With Qdrant Edge, this process owns the vector store, so it runs the

@@ -34,6 +34,9 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub stream: String,
     pub min_version_wait: Duration,
+    /// Ticks after every committed projector batch (LISTEN), for
+    /// read-your-writes waits.
+    pub commits: tokio::sync::watch::Receiver<u64>,
     /// Turns true when the server stops, so that live streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -125,7 +128,10 @@ async fn wait_for_version(
         ));
     }
     let deadline = tokio::time::Instant::now() + state.min_version_wait;
+    let mut commits = state.commits.clone();
     loop {
+        // Mark commits so far as seen before reading, so none is missed.
+        commits.borrow_and_update();
         let version = db::version(&state.pool, table, id).await?;
         if version.is_some_and(|v| v >= min) {
             return Ok(());
@@ -139,7 +145,12 @@ async fn wait_for_version(
                 state.min_version_wait.as_millis()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Woken by the projector's commit notification; the timeout is the
+        // fallback when a notification is missed (they are not durable).
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(Duration::from_millis(50));
+        let _ = tokio::time::timeout(wait, commits.changed()).await;
     }
 }
 
