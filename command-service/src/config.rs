@@ -103,6 +103,11 @@ pub struct Config {
     pub request_timeout_secs: u64,
 
     /// Largest accepted request body, in bytes.
+    /// Requests in flight before new ones are shed with 503 `overloaded`
+    /// (Retry-After: 1); bounds memory under overload.
+    #[arg(long, env = "COMMAND_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
 

@@ -132,6 +132,7 @@ impl Server {
         let limits = Limits {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout(),
+            max_in_flight: config.max_in_flight,
         };
         let app = http::router(state, limits);
         let addr = listener.local_addr()?;

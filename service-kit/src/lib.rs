@@ -56,6 +56,36 @@ pub async fn timeout(
     }
 }
 
+/// Middleware (with `from_fn_with_state(permits, ..)`): at most as many
+/// requests in flight as `permits` holds; one more is answered 503
+/// `overloaded` with `Retry-After: 1` at once, instead of queueing without
+/// bound (each waiting request holds memory, and a late answer helps nobody).
+pub async fn shed(
+    axum::extract::State(permits): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match permits.try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            let mut response = problem_response(Problem::new(
+                503,
+                "overloaded",
+                "Overloaded",
+                Some("too many requests in flight; retry shortly".into()),
+            ));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
 /// Names each request's span with its method, path, request id and
 /// correlation id, so every log line inside a request carries them.
 #[derive(Clone, Copy, Debug, Default)]

@@ -63,7 +63,11 @@ pub async fn publish_tasks(
         let subject = subjects::event_subject(subjects::TASK, &task.to_string());
         for (n, e) in events_of(i).iter().enumerate() {
             let body = envelope(task, n as i64 + 1, e, actor);
-            pending.push(js.publish(subject.clone(), body.into()).await.expect("publish"));
+            pending.push(
+                js.publish(subject.clone(), body.into())
+                    .await
+                    .expect("publish"),
+            );
         }
         if pending.len() >= 4096 {
             for a in pending.drain(..) {

@@ -46,6 +46,8 @@ pub struct AppState {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Requests in flight before new ones are shed with 503 `overloaded`.
+    pub max_in_flight: usize,
 }
 
 #[derive(OpenApi)]
@@ -104,6 +106,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             service_kit::timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1))),
+            service_kit::shed,
         ))
         .layer(service_kit::trace_layer())
         .layer(middleware::from_fn(service_kit::ids::assign_ids))

@@ -1,21 +1,36 @@
-//! Load generator (first part of the performance issue): measures the system
-//! next to its physical baseline, in one run, on this machine.
+//! Load generator: measures the system next to its physical baseline, in one
+//! run, on this machine. A benchmark, not a test.
 //!
-//! `cargo run --release -p tests --bin loadgen -- [--quick] [--json] [--secs N]`
+//! ```text
+//! cargo build --release -p command-service -p projectors -p query-service -p tests
+//! cargo run --release -p tests --bin loadgen -- [--quick] [--json] [--secs N]
+//!     [--rate R] [--visibility-secs S] [--relay-events N] [--rebuild-events N]
+//!     [--parts commands,queries,visibility,relay,rebuild]
+//! ```
 //!
-//! Measured so far: durable SubmitTask commands/s over HTTP at 1, 16 and 64
-//! clients (p50/p95/p99) next to raw single-row INSERT commits/s at the same
-//! concurrency; `GET /api/v1/tasks/{id}` requests/s and p99 at 16 and 64
-//! clients next to raw `SELECT` by primary key; the relay draining an outbox
-//! backlog (100,000 events, 20,000 with `--quick`) next to raw pipelined
-//! JetStream publishes of same-sized messages. Not yet: end-to-end visibility
-//! at a fixed rate, rebuild (see `rebuild_bench`), peak RSS per service.
+//! The three services run as their own processes (release binaries next to
+//! this one) over a fresh database and a private nats-server; their peak RSS
+//! (VmHWM) is read at the end. Parts:
+//! 1. durable SubmitTask commands/s over HTTP at 1, 16 and 64 clients
+//!    (p50/p95/p99) next to raw single-row INSERT commits at the same concurrency;
+//! 2. `GET /api/v1/tasks/{id}` at 16 and 64 clients next to raw `SELECT` by key;
+//! 3. end-to-end visibility: SubmitTask at a fixed rate (open loop), and for
+//!    each the delay from its 2xx to the task being readable at that version
+//!    from the query API (`min_version`, woken by the projector's commit);
+//! 4. the relay draining an outbox backlog next to raw pipelined JetStream
+//!    publishes of same-sized messages (in process);
+//! 5. a rebuild of the read models from a stream of N events.
+//!
+//! `--quick` (about 1.5 minutes): 2 s per throughput step, visibility for 10 s,
+//! 20,000 relay events, 50,000 rebuild events.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tests::System;
+use tests::bench::{percentile as pct, Service};
+use tests::{NatsServer, TestDb};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,11 +45,43 @@ struct Figure {
     ratio: f64,
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Visibility {
+    target_per_sec: f64,
+    achieved_per_sec: f64,
+    secs: f64,
+    commands: usize,
+    failed: u64,
+    /// Why, for the first failures (transport error or status).
+    failures: Vec<String>,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Memory {
+    service: String,
+    peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Rebuild {
+    events: u64,
+    seconds: f64,
+    events_per_sec: f64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct Report {
+    date: String,
+    commit: String,
+    cores: usize,
+    quick: bool,
+    throughput: Vec<Figure>,
+    visibility: Option<Visibility>,
+    memory: Vec<Memory>,
+    rebuild: Option<Rebuild>,
 }
 
 /// Runs `op` from `clients` tasks for `secs`; returns (ops/s, sorted latencies ms).
@@ -71,11 +118,231 @@ where
     (all.len() as f64 / elapsed, all)
 }
 
-/// The relay draining a backlog next to raw JetStream publishes.
+/// Postgres allows 100 connections and the services hold about 50: the raw
+/// baselines run their clients over at most 32 connections.
+fn raw_connections(clients: usize) -> u32 {
+    clients.min(32) as u32
+}
+
+fn figure(what: &str, clients: usize, rate: f64, lat: &[f64], raw: f64) -> Figure {
+    Figure {
+        what: what.into(),
+        clients,
+        per_sec: rate,
+        p50_ms: pct(lat, 0.5),
+        p95_ms: pct(lat, 0.95),
+        p99_ms: pct(lat, 0.99),
+        baseline_per_sec: raw,
+        ratio: rate / raw.max(1e-9),
+    }
+}
+
+async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figure>) {
+    let pool = db.pool().await;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_events (aggregate_type text, aggregate_id text, \
+         sequence bigint, event_type text, event_version text, payload json, metadata json, \
+         PRIMARY KEY (aggregate_type, aggregate_id, sequence))",
+    )
+    .execute(&pool)
+    .await
+    .expect("baseline table");
+    let http = reqwest::Client::new();
+    for clients in [1usize, 16, 64] {
+        eprintln!("commands at {clients} client(s) for {secs} s …");
+        let (h, url) = (http.clone(), command_url.to_string());
+        let (rate, lat) = drive(clients, secs, move |_| {
+            let (h, url) = (h.clone(), url.clone());
+            async move {
+                h.post(format!("{url}/api/v1/tasks"))
+                    .header("X-Actor", "loadgen")
+                    .json(&json!({"task_type": "echo", "input": {"text": "load"}}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        let raw_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(raw_connections(clients))
+            .connect(&db.url)
+            .await
+            .expect("pool");
+        let (raw, _) = drive(clients, secs, move |i| {
+            let pool = raw_pool.clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO bench_events VALUES ('task', $1, 1, 'TaskSubmitted', '1.0', \
+                     '{\"TaskSubmitted\":{\"task_type\":\"echo\"}}', '{\"actor\":\"bench\"}')",
+                )
+                .bind(format!("{}-{i}", Uuid::new_v4()))
+                .execute(&pool)
+                .await
+                .is_ok()
+            }
+        })
+        .await;
+        out.push(figure(
+            "SubmitTask over HTTP vs raw INSERT commit",
+            clients,
+            rate,
+            &lat,
+            raw,
+        ));
+    }
+}
+
+async fn queries(db: &TestDb, query_url: &str, secs: f64, out: &mut Vec<Figure>) {
+    let pool = db.pool().await;
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tasks LIMIT 2000")
+        .fetch_all(&pool)
+        .await
+        .expect("task ids");
+    assert!(
+        !ids.is_empty(),
+        "queries need tasks: run the commands part first"
+    );
+    let ids = Arc::new(ids);
+    let http = reqwest::Client::new();
+    for clients in [16usize, 64] {
+        eprintln!("queries at {clients} clients for {secs} s …");
+        let (h, url, ids2) = (http.clone(), query_url.to_string(), ids.clone());
+        let (rate, lat) = drive(clients, secs, move |i| {
+            let (h, url, id) = (h.clone(), url.clone(), ids2[i % ids2.len()]);
+            async move {
+                h.get(format!("{url}/api/v1/tasks/{id}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        let raw_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(raw_connections(clients))
+            .connect(&db.url)
+            .await
+            .expect("pool");
+        let ids3 = ids.clone();
+        let (raw, _) = drive(clients, secs, move |i| {
+            let (pool, id) = (raw_pool.clone(), ids3[i % ids3.len()]);
+            async move {
+                sqlx::query("SELECT * FROM tasks WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&pool)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        out.push(figure(
+            "GET /api/v1/tasks/{id} vs raw SELECT by key",
+            clients,
+            rate,
+            &lat,
+            raw,
+        ));
+    }
+}
+
+/// Open loop at `rate` for `secs`: each command's 2xx → readable at its version.
+async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) -> Visibility {
+    eprintln!("visibility at {rate} commands/s for {secs} s …");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .expect("client");
+    let total = (rate * secs) as usize;
+    let failed = Arc::new(AtomicU64::new(0));
+    let reasons = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(total);
+    for _ in 0..total {
+        ticker.tick().await;
+        let (h, c, q, failed, reasons) = (
+            http.clone(),
+            command_url.to_string(),
+            query_url.to_string(),
+            failed.clone(),
+            reasons.clone(),
+        );
+        let fail = move |why: String| {
+            failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut r) = reasons.lock() {
+                if r.len() < 5 {
+                    r.push(why);
+                }
+            }
+        };
+        handles.push(tokio::spawn(async move {
+            let r = h
+                .post(format!("{c}/api/v1/tasks"))
+                .header("X-Actor", "loadgen")
+                .json(&json!({"task_type": "echo", "input": {"text": "visible?"}}))
+                .send()
+                .await;
+            let acked = Instant::now();
+            let body: serde_json::Value = match r {
+                Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+                Ok(r) => {
+                    fail(format!("submit answered {}", r.status()));
+                    return None;
+                }
+                Err(e) => {
+                    fail(format!("submit: {e}"));
+                    return None;
+                }
+            };
+            let (Some(id), Some(version)) = (body["id"].as_str(), body["version"].as_i64()) else {
+                fail(format!("submit answered {body}"));
+                return None;
+            };
+            // min_version waits (up to 2 s per call) until the projection has it.
+            let mut last = String::new();
+            for _ in 0..15 {
+                let r = h
+                    .get(format!("{q}/api/v1/tasks/{id}?min_version={version}"))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        return Some(acked.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    Ok(r) => last = format!("read answered {}", r.status()),
+                    Err(e) => last = format!("read: {e}"),
+                }
+            }
+            fail(last);
+            None
+        }));
+    }
+    let submitted_in = started.elapsed().as_secs_f64();
+    let mut lat = Vec::with_capacity(total);
+    for h in handles {
+        if let Ok(Some(ms)) = h.await {
+            lat.push(ms);
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Visibility {
+        target_per_sec: rate,
+        achieved_per_sec: total as f64 / submitted_in,
+        secs,
+        commands: total,
+        failed: failed.load(Ordering::Relaxed),
+        failures: reasons.lock().map(|r| r.clone()).unwrap_or_default(),
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// The relay draining a backlog next to raw JetStream publishes (in process).
 async fn relay_drain(events: i64) -> Figure {
     eprintln!("relay: filling an outbox backlog of {events} events …");
-    let db = tests::TestDb::new().await;
-    let nats = tests::NatsServer::start().await;
+    let db = TestDb::new().await;
+    let nats = NatsServer::start().await;
     let pool = db.pool().await;
     command_service::migrator()
         .run(&pool)
@@ -98,10 +365,7 @@ async fn relay_drain(events: i64) -> Figure {
     let mut c = tests::config(&db, &nats);
     c.relay_batch_size = 1000;
     let server = tests::start_service(c).await;
-    loop {
-        if tests::outbox_len(&pool).await == 0 {
-            break;
-        }
+    while tests::outbox_len(&pool).await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let relay_secs = started.elapsed().as_secs_f64();
@@ -139,16 +403,20 @@ async fn relay_drain(events: i64) -> Figure {
     }
     let raw_secs = started.elapsed().as_secs_f64();
     let (rate, raw) = (events as f64 / relay_secs, events as f64 / raw_secs);
-    Figure {
-        what: format!("relay drain of {events} vs raw JetStream publish"),
-        clients: 1,
-        per_sec: rate,
-        p50_ms: 0.0,
-        p95_ms: 0.0,
-        p99_ms: 0.0,
-        baseline_per_sec: raw,
-        ratio: rate / raw.max(1e-9),
-    }
+    figure(
+        &format!("relay drain of {events} vs raw JetStream publish"),
+        1,
+        rate,
+        &[],
+        raw,
+    )
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
 }
 
 #[tokio::main]
@@ -156,141 +424,132 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let as_json = args.iter().any(|a| a == "--json");
-    let secs: f64 = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if quick { 3.0 } else { 10.0 });
-    eprintln!("starting the system (fresh database, private nats-server) …");
-    let sys = System::start().await;
-    let pool = sys.pool.clone();
-    sqlx::query(
-        "CREATE TABLE bench_events (aggregate_type text, aggregate_id text, sequence bigint, \
-         event_type text, event_version text, payload json, metadata json, \
-         PRIMARY KEY (aggregate_type, aggregate_id, sequence))",
-    )
-    .execute(&pool)
-    .await
-    .expect("baseline table");
-    let http = reqwest::Client::new();
-    let mut figures = Vec::new();
+    let secs: f64 = arg(&args, "--secs").unwrap_or(if quick { 2.0 } else { 10.0 });
+    let rate: f64 = arg(&args, "--rate").unwrap_or(1000.0);
+    let vis_secs: f64 = arg(&args, "--visibility-secs").unwrap_or(if quick { 10.0 } else { 30.0 });
+    let relay_events: i64 =
+        arg(&args, "--relay-events").unwrap_or(if quick { 20_000 } else { 100_000 });
+    let rebuild_events: usize =
+        arg(&args, "--rebuild-events").unwrap_or(if quick { 50_000 } else { 500_000 });
+    let parts: Vec<String> = arg::<String>(&args, "--parts")
+        .unwrap_or_else(|| "commands,queries,visibility,relay,rebuild".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let wants = |p: &str| parts.iter().any(|x| x == p);
+    let begun = Instant::now();
+    let mut report = Report {
+        date: chrono::Utc::now().to_rfc3339(),
+        commit: std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        quick,
+        ..Report::default()
+    };
 
-    for clients in [1usize, 16, 64] {
-        eprintln!("commands at {clients} client(s) for {secs} s …");
-        let (h, url) = (http.clone(), sys.command_url());
-        let (rate, lat) = drive(clients, secs, move |_| {
-            let (h, url) = (h.clone(), url.clone());
-            async move {
-                h.post(format!("{url}/api/v1/tasks"))
-                    .json(&json!({"task_type": "echo", "input": {"text": "load"}}))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
+    if wants("commands") || wants("queries") || wants("visibility") {
+        eprintln!("starting the services as processes (fresh database, private nats-server) …");
+        let db = TestDb::new().await;
+        let nats = NatsServer::start().await;
+        let vector_dir = db.vector_dir();
+        let env = vec![
+            ("DATABASE_URL", db.url.clone()),
+            ("NATS_URL", nats.url()),
+            ("VECTOR_DIR", vector_dir.display().to_string()),
+        ];
+        let command = Service::start(
+            "command-service",
+            "command-service",
+            &[],
+            &env,
+            "COMMAND_BIND",
+        )
         .await;
-        let raw_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(clients as u32)
-            .connect(&sys.db.url)
-            .await
-            .expect("pool");
-        let (raw, _) = drive(clients, secs, move |i| {
-            let pool = raw_pool.clone();
-            async move {
-                sqlx::query(
-                    "INSERT INTO bench_events VALUES ('task', $1, 1, 'TaskSubmitted', '1.0', \
-                     '{\"TaskSubmitted\":{\"task_type\":\"echo\"}}', '{\"actor\":\"bench\"}')",
-                )
-                .bind(format!("{}-{i}", Uuid::new_v4()))
-                .execute(&pool)
-                .await
-                .is_ok()
-            }
-        })
+        let projectors = Service::start(
+            "projectors",
+            "projectors",
+            &["run"],
+            &env,
+            "PROJECTORS_BIND",
+        )
         .await;
-        figures.push(Figure {
-            what: "SubmitTask over HTTP vs raw INSERT commit".into(),
-            clients,
-            per_sec: rate,
-            p50_ms: pct(&lat, 0.5),
-            p95_ms: pct(&lat, 0.95),
-            p99_ms: pct(&lat, 0.99),
-            baseline_per_sec: raw,
-            ratio: rate / raw.max(1e-9),
+        let query = Service::start("query-service", "query-service", &[], &env, "QUERY_BIND").await;
+        if wants("commands") || wants("queries") {
+            commands(&db, &command.url, secs, &mut report.throughput).await;
+        }
+        if wants("queries") {
+            queries(&db, &query.url, secs, &mut report.throughput).await;
+        }
+        if wants("visibility") {
+            report.visibility = Some(visibility(&command.url, &query.url, rate, vis_secs).await);
+        }
+        for s in [&command, &projectors, &query] {
+            report.memory.push(Memory {
+                service: s.name.into(),
+                peak_rss_mib: s.peak_rss_mib(),
+            });
+        }
+        for s in [command, projectors, query] {
+            s.stop().await;
+        }
+    }
+    if wants("relay") {
+        report.throughput.push(relay_drain(relay_events).await);
+    }
+    if wants("rebuild") {
+        let (_, r) = tests::bench::rebuild_read_models(rebuild_events, 1000).await;
+        report.rebuild = Some(Rebuild {
+            events: r.events,
+            seconds: r.seconds,
+            events_per_sec: r.events_per_second,
         });
     }
-    sys.caught_up().await;
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tasks LIMIT 2000")
-        .fetch_all(&pool)
-        .await
-        .expect("task ids");
-    let ids = Arc::new(ids);
-    for clients in [16usize, 64] {
-        eprintln!("queries at {clients} clients for {secs} s …");
-        let (h, url, ids2) = (http.clone(), sys.query_url(), ids.clone());
-        let (rate, lat) = drive(clients, secs, move |i| {
-            let (h, url, id) = (h.clone(), url.clone(), ids2[i % ids2.len()]);
-            async move {
-                h.get(format!("{url}/api/v1/tasks/{id}"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
-        let raw_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(clients as u32)
-            .connect(&sys.db.url)
-            .await
-            .expect("pool");
-        let ids3 = ids.clone();
-        let (raw, _) = drive(clients, secs, move |i| {
-            let (pool, id) = (raw_pool.clone(), ids3[i % ids3.len()]);
-            async move {
-                sqlx::query("SELECT * FROM tasks WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&pool)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
-        figures.push(Figure {
-            what: "GET /api/v1/tasks/{id} vs raw SELECT by key".into(),
-            clients,
-            per_sec: rate,
-            p50_ms: pct(&lat, 0.5),
-            p95_ms: pct(&lat, 0.95),
-            p99_ms: pct(&lat, 0.99),
-            baseline_per_sec: raw,
-            ratio: rate / raw.max(1e-9),
-        });
-    }
-    figures.push(relay_drain(if quick { 20_000 } else { 100_000 }).await);
+    eprintln!("done in {:.0} s", begun.elapsed().as_secs_f64());
+
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&figures).unwrap_or_default()
+            serde_json::to_string_pretty(&report).unwrap_or_default()
         );
-    } else {
+        return;
+    }
+    println!(
+        "loadgen {} — commit {} — {} cores{}",
+        report.date,
+        report.commit,
+        report.cores,
+        if quick { " — quick" } else { "" }
+    );
+    println!(
+        "{:<46} {:>7} {:>10} {:>8} {:>8} {:>8} {:>12} {:>6}",
+        "measure", "clients", "per s", "p50 ms", "p95 ms", "p99 ms", "baseline/s", "ratio"
+    );
+    for f in &report.throughput {
         println!(
-            "{:<46} {:>7} {:>10} {:>8} {:>8} {:>8} {:>12} {:>6}",
-            "measure", "clients", "per s", "p50 ms", "p95 ms", "p99 ms", "baseline/s", "ratio"
+            "{:<46} {:>7} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>12.0} {:>6.2}",
+            f.what, f.clients, f.per_sec, f.p50_ms, f.p95_ms, f.p99_ms, f.baseline_per_sec, f.ratio
         );
-        for f in &figures {
-            println!(
-                "{:<46} {:>7} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>12.0} {:>6.2}",
-                f.what,
-                f.clients,
-                f.per_sec,
-                f.p50_ms,
-                f.p95_ms,
-                f.p99_ms,
-                f.baseline_per_sec,
-                f.ratio
-            );
+    }
+    if let Some(v) = &report.visibility {
+        println!(
+            "visibility at {:.0}/s for {:.0} s ({} commands, {:.0}/s reached, {} failed): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            v.target_per_sec, v.secs, v.commands, v.achieved_per_sec, v.failed, v.p50_ms, v.p99_ms, v.max_ms
+        );
+        for why in &v.failures {
+            println!("  failure: {why}");
         }
     }
-    sys.stop().await;
+    for m in &report.memory {
+        println!("peak RSS {:<16} {:>7.1} MiB", m.service, m.peak_rss_mib);
+    }
+    if let Some(r) = &report.rebuild {
+        println!(
+            "rebuild of the read models: {} events in {:.1} s = {:.0} events/s",
+            r.events, r.seconds, r.events_per_sec
+        );
+    }
 }

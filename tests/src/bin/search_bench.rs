@@ -159,7 +159,9 @@ async fn main() {
         &js,
         tasks,
         |i| {
-            let text: Vec<&str> = (0..10).map(|_| WORDS[(rng(&mut seed) % 64) as usize]).collect();
+            let text: Vec<&str> = (0..10)
+                .map(|_| WORDS[(rng(&mut seed) % 64) as usize])
+                .collect();
             vec![
                 TaskEvent::TaskSubmitted(TaskSubmitted {
                     task_type: format!("kind.{}", i % 50),
