@@ -59,6 +59,11 @@ pub struct Config {
     #[command(flatten)]
     pub graph: projectors::graph::GraphSettings,
 
+    /// Requests in flight (live streams not counted) before new ones are
+    /// shed with 503 `overloaded` (Retry-After: 1); bounds memory under overload.
+    #[arg(long, env = "QUERY_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -94,7 +94,11 @@ impl Server {
             stream: config.stream_name.clone(),
             min_version_wait: config.min_version_wait(),
         };
-        let app = http::router(state, Duration::from_secs(config.request_timeout_secs));
+        let app = http::router(
+            state,
+            Duration::from_secs(config.request_timeout_secs),
+            config.max_in_flight,
+        );
         let addr = listener.local_addr()?;
         let handle = tokio::spawn(async move {
             axum::serve(listener, app)

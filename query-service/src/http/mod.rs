@@ -10,6 +10,7 @@ mod search;
 mod stats;
 mod tasks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware;
@@ -93,7 +94,21 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::ready))
 }
 
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// Sheds requests beyond the bound (503 `overloaded`), except the live
+/// streams, which stay open for as long as their clients want.
+async fn shed_except_live(
+    permits: axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if path.starts_with("/ws/") || path == "/api/v1/stream" {
+        return next.run(request).await;
+    }
+    service_kit::shed(permits, request, next).await
+}
+
+pub fn router(state: AppState, request_timeout: Duration, max_in_flight: usize) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -101,6 +116,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn_with_state(
             request_timeout,
             service_kit::timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+            shed_except_live,
         ))
         .layer(service_kit::trace_layer())
         .layer(middleware::from_fn(service_kit::ids::assign_ids))
