@@ -224,6 +224,19 @@ async fn main() {
         events as f64 / graph_secs
     );
 
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!(
+        "peak RSS of this process (both projections, Qdrant Edge in process): {:.1} MiB",
+        rss / 1024.0
+    );
     for (mode, name) in [
         (Mode::Semantic, "semantic"),
         (Mode::Text, "text"),
