@@ -376,3 +376,66 @@ impl VectorStore for EdgeVectors {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn point(id: Uuid, dense: Vec<f32>) -> Point {
+        Point {
+            id,
+            dense,
+            sparse: Sparse {
+                indices: vec![1, 7],
+                values: vec![0.5, 1.0],
+            },
+            payload: json!({"status": "queued", "seq": 1})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_keeps_its_dimension_and_refuses_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EdgeVectors::open(dir.path(), 8).unwrap();
+        assert!(store.created_empty());
+        let id = Uuid::new_v4();
+        store
+            .upsert(Collection::Tasks, point(id, vec![0.5; 8]))
+            .await
+            .unwrap();
+        let wrong = store
+            .upsert(Collection::Tasks, point(Uuid::new_v4(), vec![0.5; 9]))
+            .await;
+        assert!(matches!(
+            wrong,
+            Err(VectorError::Dimension {
+                expected: 8,
+                got: 9
+            })
+        ));
+        store.flush().await.unwrap();
+        drop(store);
+        // Reopened with the same dimension: the point is there.
+        let store = EdgeVectors::open(dir.path(), 8).unwrap();
+        assert!(!store.created_empty());
+        let got = store.get(Collection::Tasks, id).await.unwrap().unwrap();
+        assert_eq!(got.payload["status"], "queued");
+        assert_eq!(got.dense.map(|d| d.len()), Some(8));
+        assert_eq!(store.count(Collection::Tasks).await.unwrap(), 1);
+        drop(store);
+        // Another embedder dimension: refused with the rebuild hint.
+        let err = EdgeVectors::open(dir.path(), 16).err().unwrap();
+        assert!(matches!(
+            err,
+            VectorError::Dimension {
+                expected: 8,
+                got: 16
+            }
+        ));
+        assert!(err.to_string().contains("rebuild"), "{err}");
+    }
+}

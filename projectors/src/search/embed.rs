@@ -350,4 +350,79 @@ mod tests {
         let bad = json!({"embeddings": [["a"]]});
         assert!(parse_response(HttpFlavour::Ollama, &bad, 1).is_err());
     }
+
+    /// A stand-in for an Ollama server (none runs here): fails its first
+    /// call, then answers `dim`-long vectors; counts the calls.
+    async fn fake_ollama(dim: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = axum::Router::new().route(
+            "/api/embed",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let counter = counter.clone();
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    let n = body["input"].as_array().map_or(0, Vec::len);
+                    Ok(axum::Json(
+                        json!({"embeddings": vec![vec![0.25f32; dim]; n]}),
+                    ))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn the_http_embedder_batches_and_retries() {
+        let (url, calls) = fake_ollama(4).await;
+        let e = HttpEmbedder::new(
+            HttpFlavour::Ollama,
+            &url,
+            "m",
+            None,
+            4,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let texts: Vec<String> = (0..40).map(|i| format!("text {i}")).collect();
+        let vectors = e.embed(&texts).await.unwrap();
+        assert_eq!(vectors.len(), 40);
+        assert!(vectors.iter().all(|v| v.len() == 4));
+        // One failed call, retried, then batches of 32 and 8.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(e.name(), "ollama:m");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_dimension_from_the_endpoint_is_an_error_not_retried() {
+        let (url, calls) = fake_ollama(5).await;
+        let e = HttpEmbedder::new(
+            HttpFlavour::Ollama,
+            &url,
+            "m",
+            None,
+            4,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        // The first call fails (503) and is retried; the second answers dimension 5.
+        let err = e.embed(&["x".to_string()]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EmbedError::Dimension {
+                    expected: 4,
+                    got: 5
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }
