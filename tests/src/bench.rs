@@ -84,7 +84,7 @@ pub async fn publish_tasks(
 pub fn submitted_and_queued(i: usize) -> Vec<TaskEvent> {
     vec![
         TaskEvent::TaskSubmitted(TaskSubmitted {
-            task_type: if i % 3 == 0 {
+            task_type: if i.is_multiple_of(3) {
                 "text.summarize".into()
             } else {
                 "echo".into()
