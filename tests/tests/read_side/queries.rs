@@ -334,6 +334,12 @@ async fn openapi_documents_every_route_and_docs_render() {
         ("/ws/tasks/{id}", "get"),
         ("/health", "get"),
         ("/health/ready", "get"),
+        ("/api/v1/search/tasks", "get"),
+        ("/api/v1/tasks/{id}/similar", "get"),
+        ("/api/v1/agents/search", "get"),
+        ("/api/v1/graph/tasks/{id}/lineage", "get"),
+        ("/api/v1/graph/agents/{id}/neighborhood", "get"),
+        ("/api/v1/graph/path", "get"),
     ];
     for (path, method) in routes {
         let op = &doc["paths"][path][method];
@@ -348,6 +354,11 @@ async fn openapi_documents_every_route_and_docs_render() {
         "TaskEventView",
         "EventEnvelope",
         "TaskState",
+        "GraphView",
+        "GraphNode",
+        "GraphEdge",
+        "TaskHit",
+        "AgentHit",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -168,3 +168,66 @@ async fn concurrent_submits_with_one_idempotency_key_create_one_task() {
     assert_eq!(event_count(&pool).await, 2);
     server.shutdown().await.unwrap();
 }
+
+/// Beyond `COMMAND_MAX_IN_FLIGHT` the service sheds load at once: 503
+/// `overloaded` with `Retry-After`, never a queue without bound; what it
+/// accepted is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_beyond_the_in_flight_bound_are_shed_with_503_overloaded() {
+    let db = TestDb::new().await;
+    let nats = NatsServer::start().await;
+    let mut c = config(&db, &nats);
+    c.max_in_flight = 2;
+    let server = start_service(c).await;
+    let url = format!("http://{}/api/v1/tasks", server.addr);
+    let http = reqwest::Client::new();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+    let mut handles = Vec::new();
+    for i in 0..60 {
+        let (http, url, barrier) = (http.clone(), url.clone(), barrier.clone());
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let r = http
+                .post(&url)
+                .header("X-Actor", "shed-test")
+                .json(&serde_json::json!({"task_type": "echo", "input": {"n": i}}))
+                .send()
+                .await
+                .expect("answer");
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let body: serde_json::Value = r.json().await.expect("json");
+            (status, retry_after, body)
+        }));
+    }
+    let (mut accepted, mut shed) = (0, 0);
+    for h in handles {
+        let (status, retry_after, body) = h.await.expect("task");
+        match status {
+            200..=299 => accepted += 1,
+            503 => {
+                assert_eq!(body["code"], "overloaded", "{body}");
+                assert!(retry_after, "503 overloaded carries Retry-After");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "60 simultaneous requests over a bound of 2 shed some"
+    );
+    assert!(accepted > 0);
+    let pool = db.pool().await;
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'task' AND event_type = 'TaskSubmitted'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        stored, accepted,
+        "every accepted command committed, no shed one"
+    );
+    server.shutdown().await.ok();
+}
