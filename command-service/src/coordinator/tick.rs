@@ -392,6 +392,22 @@ impl Coordinator {
     /// active agent with every required capability and free capacity, least
     /// loaded first, avoiding the agent of the previous attempt where possible.
     async fn dispatch(&self) -> Tick<()> {
+        // Agents first: with no free capacity anywhere there is nothing to
+        // plan, however many tasks wait.
+        let mut agents: Vec<(Uuid, Vec<String>, i32, i64)> = sqlx::query_as(
+            "SELECT a.agent_id, a.capabilities, a.max_concurrent_tasks, \
+                 (SELECT count(*) FROM coord_tasks t WHERE t.agent_id = a.agent_id \
+                  AND t.status IN ('assigned', 'running')) \
+             FROM coord_agents a WHERE a.status = 'active'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if !agents
+            .iter()
+            .any(|(_, _, max, load)| *load < i64::from(*max))
+        {
+            return Ok(());
+        }
         let tasks: Vec<QueuedRow> = sqlx::query_as(
             "SELECT task_id, version, correlation_id, required_capabilities, target_agent_id, last_agent_id \
              FROM coord_tasks WHERE status = 'queued' ORDER BY priority DESC, queued_at, task_id LIMIT 500",
@@ -401,14 +417,6 @@ impl Coordinator {
         if tasks.is_empty() {
             return Ok(());
         }
-        let mut agents: Vec<(Uuid, Vec<String>, i32, i64)> = sqlx::query_as(
-            "SELECT a.agent_id, a.capabilities, a.max_concurrent_tasks, \
-                 (SELECT count(*) FROM coord_tasks t WHERE t.agent_id = a.agent_id \
-                  AND t.status IN ('assigned', 'running')) \
-             FROM coord_agents a WHERE a.status = 'active'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
         let lease = chrono::Duration::from_std(self.settings.lease)
             .unwrap_or(chrono::Duration::seconds(30));
         // Plan every assignment first (capacity is counted as planned), then
