@@ -278,6 +278,29 @@ impl VectorStore for EdgeVectors {
         .await
     }
 
+    async fn overwrite_payload(
+        &self,
+        collection: Collection,
+        id: Uuid,
+        payload: Map<String, Value>,
+    ) -> Result<(), VectorError> {
+        let shard = self.shard(collection)?;
+        let _guard = self.write.lock().await;
+        blocking(move || {
+            shard
+                .update(UpdateOperation::PayloadOperation(
+                    qdrant_edge::PayloadOps::OverwritePayload(qdrant_edge::SetPayloadOp {
+                        payload: qdrant_edge::Payload(payload),
+                        points: Some(vec![PointId::Uuid(id)]),
+                        filter: None,
+                        key: None,
+                    }),
+                ))
+                .map_err(store_err)
+        })
+        .await
+    }
+
     async fn delete(&self, collection: Collection, id: Uuid) -> Result<(), VectorError> {
         let shard = self.shard(collection)?;
         let _guard = self.write.lock().await;

@@ -313,14 +313,21 @@ impl VectorProjection {
         previous: Option<(&str, Option<Vec<f32>>)>,
         mut payload: Map<String, Value>,
     ) -> Result<(), ApplyError> {
-        let dense = match previous {
-            Some((old_text, Some(dense))) if old_text == text => dense,
-            _ => self
+        if matches!(previous, Some((old_text, Some(_))) if old_text == text) {
+            // Same text, same vectors: only the payload changes.
+            payload.insert("text".into(), Value::String(text));
+            return self
                 .search
-                .embed_one(&text)
+                .store
+                .overwrite_payload(collection, id, payload)
                 .await
-                .map_err(ApplyError::Rejected)?,
-        };
+                .map_err(|e| ApplyError::Rejected(e.to_string()));
+        }
+        let dense = self
+            .search
+            .embed_one(&text)
+            .await
+            .map_err(ApplyError::Rejected)?;
         let sparse = self.search.sparse_document(&text);
         payload.insert("text".into(), Value::String(text));
         self.search

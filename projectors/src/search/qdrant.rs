@@ -258,6 +258,27 @@ impl VectorStore for QdrantVectors {
         Ok(())
     }
 
+    async fn overwrite_payload(
+        &self,
+        collection: Collection,
+        id: Uuid,
+        payload: Map<String, Value>,
+    ) -> Result<(), VectorError> {
+        let payload = Payload::try_from(Value::Object(payload))
+            .map_err(|e| VectorError::BadRequest(e.to_string()))?;
+        self.client
+            .overwrite_payload(
+                qdrant_client::qdrant::SetPayloadPointsBuilder::new(self.name(collection), payload)
+                    .points_selector(PointsIdsList {
+                        ids: vec![PointId::from(id.to_string())],
+                    })
+                    .wait(true),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn delete(&self, collection: Collection, id: Uuid) -> Result<(), VectorError> {
         self.client
             .delete_points(

@@ -148,6 +148,14 @@ pub trait VectorStore: Send + Sync {
     fn created_empty(&self) -> bool;
     async fn get(&self, collection: Collection, id: Uuid) -> Result<Option<Stored>, VectorError>;
     async fn upsert(&self, collection: Collection, point: Point) -> Result<(), VectorError>;
+    /// Replaces a point's payload, keeping its vectors (a much smaller write
+    /// than an upsert when the text did not change).
+    async fn overwrite_payload(
+        &self,
+        collection: Collection,
+        id: Uuid,
+        payload: Map<String, Value>,
+    ) -> Result<(), VectorError>;
     async fn delete(&self, collection: Collection, id: Uuid) -> Result<(), VectorError>;
     async fn search(&self, collection: Collection, query: Query) -> Result<Vec<Hit>, VectorError>;
     async fn count(&self, collection: Collection) -> Result<u64, VectorError>;

@@ -233,6 +233,24 @@ async fn main() {
         })
         .and_then(|kb| kb.parse::<f64>().ok())
         .unwrap_or(0.0);
+    fn dir_bytes(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    println!(
+        "Qdrant Edge directory: {:.1} MiB on disk",
+        dir_bytes(&db.vector_dir()) as f64 / 1048576.0
+    );
     println!(
         "peak RSS of this process (both projections, Qdrant Edge in process): {:.1} MiB",
         rss / 1024.0
