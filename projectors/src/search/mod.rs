@@ -305,23 +305,79 @@ impl VectorProjection {
         Self { search }
     }
 
+    /// The aggregate's point as it stands before `event`: `None` when the
+    /// event was already applied. A gap, or a later event without a point,
+    /// is refused.
+    async fn prior<S: serde::de::DeserializeOwned + Default>(
+        &self,
+        collection: Collection,
+        id: Uuid,
+        event: &ProjectedEvent,
+        is_creation: bool,
+    ) -> Result<Option<Prior<S>>, ApplyError> {
+        let stored = self.search.store.get(collection, id).await.map_err(store)?;
+        let sequence = event.envelope.sequence;
+        let Some(stored) = stored else {
+            if !is_creation {
+                return Err(ApplyError::Rejected(format!(
+                    "no point for {} {} before event {sequence}",
+                    event.envelope.aggregate_type, event.envelope.aggregate_id
+                )));
+            }
+            return Ok(Some(Prior {
+                state: S::default(),
+                text: None,
+                created_at: event.envelope.occurred_at,
+            }));
+        };
+        let last = stored
+            .payload
+            .get("seq")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if sequence <= last {
+            return Ok(None);
+        }
+        if sequence != last + 1 && !(is_creation && last == 0) {
+            return Err(ApplyError::Rejected(format!(
+                "event {sequence} of {} {} arrived but the point is at {last}",
+                event.envelope.aggregate_type, event.envelope.aggregate_id
+            )));
+        }
+        let state =
+            serde_json::from_value(stored.payload.get("state").cloned().unwrap_or(Value::Null))
+                .map_err(|e| ApplyError::Rejected(format!("stored point has a bad state: {e}")))?;
+        Ok(Some(Prior {
+            state,
+            // Without a stored vector the text must be embedded again.
+            text: stored
+                .dense
+                .and(stored.payload.get("text"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            created_at: payload_time(&stored.payload, "created_at")
+                .unwrap_or(event.envelope.occurred_at),
+        }))
+    }
+
+    /// Writes the point: a payload-only overwrite when the text (and so the
+    /// vectors) did not change, else an upsert with fresh vectors.
     async fn write(
         &self,
         collection: Collection,
         id: Uuid,
         text: String,
-        previous: Option<(&str, Option<Vec<f32>>)>,
+        previous_text: Option<&str>,
         mut payload: Map<String, Value>,
     ) -> Result<(), ApplyError> {
-        if matches!(previous, Some((old_text, Some(_))) if old_text == text) {
-            // Same text, same vectors: only the payload changes.
+        if previous_text == Some(text.as_str()) {
             payload.insert("text".into(), Value::String(text));
             return self
                 .search
                 .store
                 .overwrite_payload(collection, id, payload)
                 .await
-                .map_err(|e| ApplyError::Rejected(e.to_string()));
+                .map_err(store);
         }
         let dense = self
             .search
@@ -342,40 +398,15 @@ impl VectorProjection {
                 },
             )
             .await
-            .map_err(|e| ApplyError::Rejected(e.to_string()))
+            .map_err(store)
     }
 }
 
-/// Loads the stored state, or `None` when the event was already applied.
-/// A gap (an event missing before this one) is refused.
-fn guard<S: serde::de::DeserializeOwned + Default>(
-    stored: Option<&vectors::Stored>,
-    event: &ProjectedEvent,
-    is_creation: bool,
-) -> Result<Option<(S, i64)>, ApplyError> {
-    let sequence = event.envelope.sequence;
-    let (state, last) = match stored {
-        None => (S::default(), 0),
-        Some(s) => {
-            let last = s.payload.get("seq").and_then(Value::as_i64).unwrap_or(0);
-            let state =
-                serde_json::from_value(s.payload.get("state").cloned().unwrap_or(Value::Null))
-                    .map_err(|e| {
-                        ApplyError::Rejected(format!("stored point has a bad state: {e}"))
-                    })?;
-            (state, last)
-        }
-    };
-    if sequence <= last {
-        return Ok(None);
-    }
-    if sequence != last + 1 && !(is_creation && last == 0) {
-        return Err(ApplyError::Rejected(format!(
-            "event {sequence} of {} {} arrived but the point is at {last}",
-            event.envelope.aggregate_type, event.envelope.aggregate_id
-        )));
-    }
-    Ok(Some((state, last)))
+/// A point's folded state, embedded text and creation time before an event.
+struct Prior<S> {
+    state: S,
+    text: Option<String>,
+    created_at: DateTime<Utc>,
 }
 
 fn aggregate_uuid(event: &ProjectedEvent) -> Result<Uuid, ApplyError> {
@@ -399,29 +430,17 @@ impl Projection for VectorProjection {
         let sequence = event.envelope.sequence;
         match &event.event {
             DomainEvent::Task(e) => {
-                let stored = self
-                    .search
-                    .store
-                    .get(Collection::Tasks, id)
-                    .await
-                    .map_err(store)?;
                 let creation = matches!(e, TaskEvent::TaskSubmitted(_));
-                let Some((mut state, _)) = guard::<TaskState>(stored.as_ref(), event, creation)?
+                let Some(Prior {
+                    mut state,
+                    text: old_text,
+                    created_at,
+                }) = self
+                    .prior::<TaskState>(Collection::Tasks, id, event, creation)
+                    .await?
                 else {
                     return Ok(Applied::Skipped);
                 };
-                if !creation && stored.is_none() {
-                    return Err(ApplyError::Rejected("no point for this task yet".into()));
-                }
-                let old_text = stored
-                    .as_ref()
-                    .and_then(|s| s.payload.get("text"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let created_at = stored
-                    .as_ref()
-                    .and_then(|s| payload_time(&s.payload, "created_at"))
-                    .unwrap_or(at);
                 state.apply(sequence, e);
                 let text = task_text(&state);
                 let status = state.status.map(|s| s.as_str()).unwrap_or("submitted");
@@ -450,41 +469,22 @@ impl Projection for VectorProjection {
                     serde_json::to_value(&state)
                         .map_err(|e| ApplyError::Rejected(e.to_string()))?,
                 );
-                let previous = stored.map(|s| s.dense);
                 let payload = std::mem::take(map);
-                self.write(
-                    Collection::Tasks,
-                    id,
-                    text,
-                    old_text.as_deref().map(|t| (t, previous.flatten())),
-                    payload,
-                )
-                .await?;
+                self.write(Collection::Tasks, id, text, old_text.as_deref(), payload)
+                    .await?;
             }
             DomainEvent::Agent(e) => {
-                let stored = self
-                    .search
-                    .store
-                    .get(Collection::Agents, id)
-                    .await
-                    .map_err(store)?;
                 let creation = matches!(e, AgentEvent::AgentCreated(_));
-                let Some((mut state, _)) = guard::<AgentState>(stored.as_ref(), event, creation)?
+                let Some(Prior {
+                    mut state,
+                    text: old_text,
+                    created_at,
+                }) = self
+                    .prior::<AgentState>(Collection::Agents, id, event, creation)
+                    .await?
                 else {
                     return Ok(Applied::Skipped);
                 };
-                if !creation && stored.is_none() {
-                    return Err(ApplyError::Rejected("no point for this agent yet".into()));
-                }
-                let old_text = stored
-                    .as_ref()
-                    .and_then(|s| s.payload.get("text"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let created_at = stored
-                    .as_ref()
-                    .and_then(|s| payload_time(&s.payload, "created_at"))
-                    .unwrap_or(at);
                 state.apply(sequence, e);
                 let text = agent_text(&state);
                 let status = state.status.map(|s| s.as_str()).unwrap_or("inactive");
@@ -504,15 +504,8 @@ impl Projection for VectorProjection {
                 let Value::Object(payload) = payload else {
                     return Err(ApplyError::Rejected("payload".into()));
                 };
-                let previous = stored.map(|s| s.dense);
-                self.write(
-                    Collection::Agents,
-                    id,
-                    text,
-                    old_text.as_deref().map(|t| (t, previous.flatten())),
-                    payload,
-                )
-                .await?;
+                self.write(Collection::Agents, id, text, old_text.as_deref(), payload)
+                    .await?;
             }
         }
         Ok(Applied::Applied)
