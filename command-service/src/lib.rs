@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 use http::context::Tokens;
 use http::{AppState, Limits};
-use relay::{Relay, RelaySettings, RelayStatus};
+use relay::{OutboxSignal, Relay, RelaySettings, RelayStatus};
 use store::EventStores;
 use stream::StreamSettings;
 
@@ -101,7 +101,18 @@ impl Server {
             .map_err(|e| ServeError::Nats(e.to_string()))?;
         let relay_status = Arc::new(RelayStatus::default());
         let coordinator_status = Arc::new(coordinator::CoordinatorStatus::default());
-        let stores = Arc::new(EventStores::new(pool.clone(), config.snapshot_every));
+        let outbox_signal = Arc::new(OutboxSignal::default());
+        let stores = Arc::new(EventStores::new(
+            pool.clone(),
+            config.snapshot_every,
+            outbox_signal.clone(),
+        ));
+        let peer_notifier = relay::notify_peers(
+            pool.clone(),
+            outbox_signal.clone(),
+            relay_status.clone(),
+            stop.clone(),
+        );
         let coordinator = config.coordinator_enabled.then(|| {
             coordinator::Coordinator::new(
                 pool.clone(),
@@ -147,6 +158,7 @@ impl Server {
                     standby_poll: Duration::from_millis(config.relay_standby_poll_ms.max(10)),
                 },
                 relay_status.clone(),
+                outbox_signal,
             )
         });
         let handle = tokio::spawn(async move {
@@ -159,6 +171,7 @@ impl Server {
             let _abort_coordinator =
                 AbortOnDrop(coordinator_task.as_ref().map(|t| t.abort_handle()));
             let heartbeat_task = tokio::spawn(heartbeats);
+            let _abort_notifier = AbortOnDrop(Some(tokio::spawn(peer_notifier).abort_handle()));
             let _abort_heartbeats = AbortOnDrop(Some(heartbeat_task.abort_handle()));
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -12,8 +12,11 @@
 //!   one event per aggregate, each round fully acknowledged before the next.
 //!   A lost publish (e.g. during a reconnect) can then never let a later
 //!   event of the same aggregate reach the stream before it.
-//! - The relay wakes on `LISTEN sutazai_outbox` and also polls, because
-//!   notifications are not durable. When NATS is down it backs off and retries;
+//! - The relay wakes when a command of its own process commits ([`OutboxSignal`]),
+//!   on `LISTEN sutazai_outbox` for commits of other instances, and also polls,
+//!   because notifications are not durable. The NOTIFY is not sent by the
+//!   outbox trigger: Postgres serialises notifying transactions through their
+//!   commit, which would cost every command its group commit. When NATS is down it backs off and retries;
 //!   commands keep being accepted, since they are durable in Postgres.
 
 use std::collections::HashSet;
@@ -30,13 +33,60 @@ use schemas::{EventEnvelope, EventMetadata};
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::PgConnection;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::stream::{ensure_stream, StreamSettings};
 use service_kit::leader;
 
-/// Channel the outbox trigger notifies on.
+/// Channel on which instances tell the leading relay about new outbox rows.
 pub const CHANNEL: &str = "sutazai_outbox";
+
+/// Tells relays that a command committed new outbox rows: the relay of this
+/// process directly, a relay leading in another instance through
+/// [`notify_peers`]. Wake-ups coalesce: many commits while a relay is busy
+/// cost it one more fetch.
+#[derive(Debug, Default)]
+pub struct OutboxSignal {
+    local: Notify,
+    peers: Notify,
+}
+
+impl OutboxSignal {
+    /// Called after every commit that wrote events.
+    pub fn committed(&self) {
+        self.local.notify_one();
+        self.peers.notify_one();
+    }
+}
+
+/// Sends one `NOTIFY` for the commits since the last one, while this process
+/// does not lead the relay (its own relay is woken in process). The NOTIFY
+/// runs in its own transaction, outside every command's, and without waiting
+/// for a WAL flush: a lost notification only delays the relay to its next poll.
+pub async fn notify_peers(
+    pool: PgPool,
+    signal: Arc<OutboxSignal>,
+    status: Arc<RelayStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = signal.peers.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if status.is_leader() {
+            continue;
+        }
+        let sent = sqlx::raw_sql(
+            "SET LOCAL synchronous_commit = off; SELECT pg_notify('sutazai_outbox', '')",
+        )
+        .execute(&pool)
+        .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "relay: cannot notify the leading relay; it will poll");
+        }
+    }
+}
 
 /// One committed event waiting to be published.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -229,6 +279,7 @@ pub struct Relay {
     js: jetstream::Context,
     settings: RelaySettings,
     status: Arc<RelayStatus>,
+    signal: Arc<OutboxSignal>,
 }
 
 impl Relay {
@@ -237,12 +288,14 @@ impl Relay {
         js: jetstream::Context,
         settings: RelaySettings,
         status: Arc<RelayStatus>,
+        signal: Arc<OutboxSignal>,
     ) -> Self {
         Self {
             pool,
             js,
             settings,
             status,
+            signal,
         }
     }
 
@@ -284,6 +337,12 @@ impl Relay {
         mut conn: PgConnection,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), sqlx::Error> {
+        // A delete lost in a Postgres crash only re-publishes rows JetStream
+        // has, and its duplicate window drops them: no need to wait for the
+        // WAL flush on this connection.
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
         let mut listener = match PgListener::connect_with(&self.pool).await {
             Ok(mut l) => match l.listen(CHANNEL).await {
                 Ok(()) => Some(l),
@@ -365,6 +424,7 @@ impl Relay {
         };
         tokio::select! {
             _ = notified => {}
+            _ = self.signal.local.notified() => {}
             _ = tokio::time::sleep(self.settings.poll) => {}
             _ = shutdown.changed() => {}
         }

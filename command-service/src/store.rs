@@ -8,6 +8,7 @@
 //! commands that decided on the same version cannot both commit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
@@ -17,9 +18,14 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 use crate::error::ApiError;
+use crate::relay::OutboxSignal;
 
-/// The event store of aggregate `A`.
-pub type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+/// The event store of aggregate `A`, and the signal that wakes the relay
+/// after a commit.
+pub struct Store<A: Aggregate> {
+    events: PersistedEventStore<PostgresEventRepository, A>,
+    outbox: Arc<OutboxSignal>,
+}
 
 /// The event stores of both aggregates.
 pub struct EventStores {
@@ -38,11 +44,17 @@ pub struct Committed<E> {
 
 impl EventStores {
     /// Snapshots every `snapshot_every` events keep loading an aggregate cheap.
-    pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
+    pub fn new(pool: PgPool, snapshot_every: usize, outbox: Arc<OutboxSignal>) -> Self {
         let repo = || PostgresEventRepository::new(pool.clone());
         Self {
-            agents: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),
-            tasks: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),
+            agents: Store {
+                events: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),
+                outbox: outbox.clone(),
+            },
+            tasks: Store {
+                events: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),
+                outbox,
+            },
         }
     }
 }
@@ -58,7 +70,7 @@ pub async fn execute<A>(
 where
     A: Aggregate<Error = DomainError, Services = ()> + Clone,
 {
-    let context = store.load_aggregate(aggregate_id).await?;
+    let context = store.events.load_aggregate(aggregate_id).await?;
     let current = context.current_sequence as i64;
     if let Some(expected) = expected_version {
         if expected != current {
@@ -77,7 +89,10 @@ where
         .await
         .map_err(AggregateError::UserError)?;
     let events = sink.collect().await;
-    let committed = store.commit(events, context, metadata).await?;
+    let committed = store.events.commit(events, context, metadata).await?;
+    if !committed.is_empty() {
+        store.outbox.committed();
+    }
     let version = committed.last().map_or(current, |e| e.sequence as i64);
     Ok(Committed {
         version,
@@ -90,7 +105,7 @@ pub async fn load<A>(store: &Store<A>, aggregate_id: &str) -> Result<(A, i64), A
 where
     A: Aggregate<Error = DomainError, Services = ()>,
 {
-    let context = store.load_aggregate(aggregate_id).await?;
+    let context = store.events.load_aggregate(aggregate_id).await?;
     let version = context.current_sequence as i64;
     Ok((context.aggregate, version))
 }

@@ -5,10 +5,21 @@
 //! event is applied only if it is exactly the next one: an older or equal
 //! sequence is a duplicate and skipped, a gap is refused (and so parked),
 //! which keeps every row equal to a fold of its aggregate's events.
+//!
+//! A batch is applied in three statements whatever its size: the rows it
+//! touches are read at once, every event is folded into them in memory (in
+//! stream order, each guarded by the row's version), and the changed rows and
+//! the new history rows are written back at once. An event that does not fit
+//! fails the whole batch, which the runtime then re-runs one event at a time
+//! so that only that event is parked.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use schemas::events::*;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -31,262 +42,448 @@ impl Projection for ReadModels {
         conn: &mut PgConnection,
         event: &ProjectedEvent,
     ) -> Result<Applied, ApplyError> {
-        let id = Uuid::parse_str(&event.envelope.aggregate_id).map_err(|_| {
-            ApplyError::Rejected(format!(
-                "aggregate id {:?} is not a UUID",
-                event.envelope.aggregate_id
+        let applied = self.apply_batch(conn, std::slice::from_ref(event)).await?;
+        Ok(applied.first().copied().unwrap_or(Applied::Skipped))
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[ProjectedEvent],
+    ) -> Result<Vec<Applied>, ApplyError> {
+        let mut batch = Batch::load(conn, events).await?;
+        let applied = events
+            .iter()
+            .map(|e| batch.fold(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        batch.write(conn).await?;
+        Ok(applied)
+    }
+}
+
+/// The columns of `tasks` this projection writes (all but the generated `search`).
+const TASK_COLUMNS: &str = "id, version, task_type, status, priority, required_capabilities, \
+    target_agent_id, agent_id, input, output, error, progress, progress_message, attempt, \
+    max_retries, failures, schedule_at, queue_timeout_secs, execution_timeout_secs, \
+    idempotency_key, parent_task_id, depends_on, submitted_by, correlation_id, cancel_reason, \
+    created_at, updated_at, queued_at, assigned_at, lease_expires_at, started_at, finished_at";
+
+const AGENT_COLUMNS: &str = "id, version, name, agent_type, status, capabilities, config, \
+    max_concurrent_tasks, health_reason, last_health_change_at, created_at, updated_at, retired_at";
+
+/// A `tasks` row; field names are its column names.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct TaskRow {
+    id: Uuid,
+    version: i64,
+    task_type: String,
+    status: String,
+    priority: i16,
+    required_capabilities: Vec<String>,
+    target_agent_id: Option<Uuid>,
+    agent_id: Option<Uuid>,
+    input: Value,
+    output: Option<Value>,
+    error: Option<String>,
+    progress: Option<i16>,
+    progress_message: Option<String>,
+    attempt: i32,
+    max_retries: i32,
+    /// A JSON array.
+    failures: Value,
+    schedule_at: Option<DateTime<Utc>>,
+    queue_timeout_secs: Option<i64>,
+    execution_timeout_secs: Option<i64>,
+    idempotency_key: Option<String>,
+    parent_task_id: Option<Uuid>,
+    depends_on: Vec<Uuid>,
+    submitted_by: String,
+    correlation_id: String,
+    cancel_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    queued_at: Option<DateTime<Utc>>,
+    assigned_at: Option<DateTime<Utc>>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// An `agents` row; field names are its column names.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct AgentRow {
+    id: Uuid,
+    version: i64,
+    name: String,
+    agent_type: String,
+    status: String,
+    capabilities: Vec<String>,
+    config: Value,
+    max_concurrent_tasks: i32,
+    health_reason: Option<String>,
+    last_health_change_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+/// Postgres keeps microseconds: fold with what will be stored, so that a
+/// row folded in memory equals the row read back.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
+}
+
+/// A u32 from an event as an `int` column (the domain bounds these far lower).
+fn int(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// A u64 from an event as a `bigint` column.
+fn bigint(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The rows one batch touches, and what it changed.
+#[derive(Default)]
+struct Batch {
+    tasks: HashMap<Uuid, TaskRow>,
+    agents: HashMap<Uuid, AgentRow>,
+    changed_tasks: Vec<Uuid>,
+    changed_agents: Vec<Uuid>,
+    history: Vec<Value>,
+}
+
+/// The aggregate id of an event as a UUID.
+fn aggregate_uuid(event: &ProjectedEvent) -> Result<Uuid, ApplyError> {
+    Uuid::parse_str(&event.envelope.aggregate_id).map_err(|_| {
+        ApplyError::Rejected(format!(
+            "aggregate id {:?} is not a UUID",
+            event.envelope.aggregate_id
+        ))
+    })
+}
+
+impl Batch {
+    /// Reads every row the events touch, in one statement per table.
+    async fn load(conn: &mut PgConnection, events: &[ProjectedEvent]) -> Result<Self, ApplyError> {
+        let (mut task_ids, mut agent_ids) = (Vec::new(), Vec::new());
+        for e in events {
+            let Ok(id) = Uuid::parse_str(&e.envelope.aggregate_id) else {
+                continue; // refused by `fold`
+            };
+            match e.event {
+                DomainEvent::Task(_) => task_ids.push(id),
+                DomainEvent::Agent(_) => agent_ids.push(id),
+            }
+        }
+        let mut batch = Self::default();
+        if !task_ids.is_empty() {
+            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"
             ))
-        })?;
-        let table = match event.event {
-            DomainEvent::Agent(_) => "agents",
-            DomainEvent::Task(_) => "tasks",
-        };
+            .bind(&task_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            batch.tasks = rows.into_iter().map(|r| (r.id, r)).collect();
+        }
+        if !agent_ids.is_empty() {
+            let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id = ANY($1)"
+            ))
+            .bind(&agent_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            batch.agents = rows.into_iter().map(|r| (r.id, r)).collect();
+        }
+        Ok(batch)
+    }
+
+    /// Folds one event into its row: applied if it is the row's next event
+    /// (or creates a row that does not exist), skipped if the row has it
+    /// already, refused otherwise.
+    fn fold(&mut self, event: &ProjectedEvent) -> Result<Applied, ApplyError> {
+        let id = aggregate_uuid(event)?;
         let seq = event.envelope.sequence;
-        let creates = matches!(
-            event.event,
-            DomainEvent::Agent(AgentEvent::AgentCreated(_))
-                | DomainEvent::Task(TaskEvent::TaskSubmitted(_))
-        );
+        let (table, creates) = match &event.event {
+            DomainEvent::Agent(e) => ("agents", matches!(e, AgentEvent::AgentCreated(_))),
+            DomainEvent::Task(e) => ("tasks", matches!(e, TaskEvent::TaskSubmitted(_))),
+        };
         if creates && seq != 1 {
             return Err(ApplyError::Rejected(format!(
                 "{table} {id}: creation event at sequence {seq}"
             )));
         }
-        // Fast path: each write is guarded by the row's version (exactly the
-        // next event, or a creation of a row that does not exist yet), so the
-        // common case costs no separate check.
-        let at = event.envelope.occurred_at;
-        let written = match &event.event {
-            DomainEvent::Agent(e) => apply_agent(conn, id, seq, at, e).await?,
-            DomainEvent::Task(e) => apply_task(conn, id, event, e).await?,
+        let version = match &event.event {
+            DomainEvent::Agent(_) => self.agents.get(&id).map(|r| r.version),
+            DomainEvent::Task(_) => self.tasks.get(&id).map(|r| r.version),
         };
-        if written {
-            return Ok(Applied::Applied);
-        }
-        // Nothing written: a duplicate, a gap, or a missing row.
-        let version: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
         match version {
-            Some(v) if seq <= v => Ok(Applied::Skipped),
-            Some(v) => Err(ApplyError::Rejected(format!(
-                "{table} {id}: expected sequence {} next, got {seq}",
-                v + 1
-            ))),
-            None => Err(ApplyError::Rejected(format!(
-                "{table} {id}: no row before sequence {seq} ({})",
-                event.envelope.event_type
-            ))),
+            Some(v) if seq <= v => return Ok(Applied::Skipped),
+            Some(v) if seq != v + 1 => {
+                return Err(ApplyError::Rejected(format!(
+                    "{table} {id}: expected sequence {} next, got {seq}",
+                    v + 1
+                )))
+            }
+            None if !creates => {
+                return Err(ApplyError::Rejected(format!(
+                    "{table} {id}: no row before sequence {seq} ({})",
+                    event.envelope.event_type
+                )))
+            }
+            _ => {}
         }
+        let at = micros(event.envelope.occurred_at);
+        match &event.event {
+            DomainEvent::Agent(e) => {
+                match (self.agents.get_mut(&id), e) {
+                    (None, AgentEvent::AgentCreated(c)) => {
+                        self.agents.insert(id, created_agent(id, at, c));
+                    }
+                    (Some(row), e) => fold_agent(row, seq, at, e),
+                    (None, _) => {} // refused above
+                }
+                self.changed_agents.push(id);
+            }
+            DomainEvent::Task(e) => {
+                match (self.tasks.get_mut(&id), e) {
+                    (None, TaskEvent::TaskSubmitted(s)) => {
+                        self.tasks.insert(id, submitted_task(id, at, event, s));
+                    }
+                    (Some(row), e) => fold_task(row, seq, at, e),
+                    (None, _) => {} // refused above
+                }
+                self.changed_tasks.push(id);
+                self.history.push(history_row(id, at, event, e));
+            }
+        }
+        Ok(Applied::Applied)
+    }
+
+    /// Writes the changed rows and the new history rows, one statement each.
+    async fn write(mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        self.changed_tasks.sort_unstable();
+        self.changed_tasks.dedup();
+        self.changed_agents.sort_unstable();
+        self.changed_agents.dedup();
+        let tasks: Vec<&TaskRow> = self
+            .changed_tasks
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .collect();
+        if !tasks.is_empty() {
+            sqlx::query(&upsert("tasks", TASK_COLUMNS))
+                .bind(Json(&tasks))
+                .execute(&mut *conn)
+                .await?;
+        }
+        let agents: Vec<&AgentRow> = self
+            .changed_agents
+            .iter()
+            .filter_map(|id| self.agents.get(id))
+            .collect();
+        if !agents.is_empty() {
+            sqlx::query(&upsert("agents", AGENT_COLUMNS))
+                .bind(Json(&agents))
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !self.history.is_empty() {
+            sqlx::query(
+                "INSERT INTO task_events SELECT * FROM jsonb_populate_recordset(NULL::task_events, $1) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(Json(&self.history))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 }
 
-/// Writes the agent row if `seq` is its next event; true when written.
-async fn apply_agent(
-    conn: &mut PgConnection,
-    id: Uuid,
-    seq: i64,
-    at: DateTime<Utc>,
-    event: &AgentEvent,
-) -> Result<bool, sqlx::Error> {
-    let done = match event {
-        AgentEvent::AgentCreated(e) => {
-            sqlx::query(
-                "INSERT INTO agents (id, version, name, agent_type, status, capabilities, config, \
-                     max_concurrent_tasks, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'inactive', $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(seq)
-            .bind(&e.name)
-            .bind(&e.agent_type)
-            .bind(&e.capabilities)
-            .bind(&e.config)
-            .bind(e.max_concurrent_tasks as i32)
-            .bind(at)
-            .execute(conn)
-            .await?
-        }
-        AgentEvent::AgentUpdated(e) => {
-            sqlx::query(
-                "UPDATE agents SET version = $2, updated_at = $3, name = coalesce($4, name), \
-                     capabilities = coalesce($5, capabilities), config = coalesce($6, config), \
-                     max_concurrent_tasks = coalesce($7, max_concurrent_tasks) \
-                 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(id)
-            .bind(seq)
-            .bind(at)
-            .bind(&e.name)
-            .bind(&e.capabilities)
-            .bind(&e.config)
-            .bind(e.max_concurrent_tasks.map(|m| m as i32))
-            .execute(conn)
-            .await?
-        }
-        other => {
-            let (status, health_change, reason): (&str, bool, Option<&str>) = match other {
-                AgentEvent::AgentActivated(_) => ("active", false, None),
-                AgentEvent::AgentDeactivated(_) => ("inactive", false, None),
-                AgentEvent::AgentMarkedUnhealthy(e) => ("unhealthy", true, Some(&e.reason)),
-                AgentEvent::AgentRecovered(_) => ("active", true, None),
-                AgentEvent::AgentRetired(_) => ("retired", false, None),
-                AgentEvent::AgentCreated(_) | AgentEvent::AgentUpdated(_) => return Ok(false),
-            };
-            sqlx::query(
-                "UPDATE agents SET version = $2, updated_at = $3, status = $4, \
-                     health_reason = CASE WHEN $5 THEN $6 ELSE health_reason END, \
-                     last_health_change_at = CASE WHEN $5 THEN $3 ELSE last_health_change_at END, \
-                     retired_at = CASE WHEN $4 = 'retired' THEN $3 ELSE retired_at END \
-                 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(id)
-            .bind(seq)
-            .bind(at)
-            .bind(status)
-            .bind(health_change)
-            .bind(reason)
-            .execute(conn)
-            .await?
-        }
-    };
-    Ok(done.rows_affected() == 1)
-}
-
-/// Sets `status` and the columns the event changes, if `seq` ($2) is the
-/// row's next event; `extra` is a SQL fragment of further assignments using
-/// parameters from $6 on ($5 is the `task_events` row, inserted in the same
-/// statement).
-fn task_update(extra: &str) -> String {
-    let sep = if extra.is_empty() { "" } else { ", " };
+/// Inserts or replaces rows given as a JSON array ($1) of objects keyed by column.
+fn upsert(table: &str, columns: &str) -> String {
+    let set = columns
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "WITH h AS (INSERT INTO task_events SELECT * FROM jsonb_populate_record(NULL::task_events, $5) \
-             ON CONFLICT DO NOTHING) \
-         UPDATE tasks SET version = $2, updated_at = $3, status = coalesce($4, status){sep}{extra} \
-         WHERE id = $1 AND version = $2 - 1"
+        "INSERT INTO {table} ({columns}) SELECT {columns} \
+         FROM jsonb_populate_recordset(NULL::{table}, $1) \
+         ON CONFLICT (id) DO UPDATE SET {set}"
     )
 }
 
-async fn apply_task(
-    conn: &mut PgConnection,
-    id: Uuid,
-    event: &ProjectedEvent,
-    task_event: &TaskEvent,
-) -> Result<bool, sqlx::Error> {
-    let seq = event.envelope.sequence;
-    let at = event.envelope.occurred_at;
-    let meta = &event.envelope.metadata;
-    // The history row rides along in the same statement (one round trip).
-    let history = history_row(id, event, task_event);
-    macro_rules! update {
-        ($status:expr, $extra:expr $(, $bind:expr)*) => {
-            sqlx::query(&task_update($extra))
-                .bind(id)
-                .bind(seq)
-                .bind(at)
-                .bind($status)
-                .bind(&history)
-                $(.bind($bind))*
-                .execute(&mut *conn)
-                .await?
-        };
+fn created_agent(id: Uuid, at: DateTime<Utc>, e: &AgentCreated) -> AgentRow {
+    AgentRow {
+        id,
+        version: 1,
+        name: e.name.clone(),
+        agent_type: e.agent_type.clone(),
+        status: "inactive".into(),
+        capabilities: e.capabilities.clone(),
+        config: e.config.clone(),
+        max_concurrent_tasks: int(e.max_concurrent_tasks),
+        health_reason: None,
+        last_health_change_at: None,
+        created_at: at,
+        updated_at: at,
+        retired_at: None,
     }
-    let done = match task_event {
-        TaskEvent::TaskSubmitted(e) => {
-            sqlx::query(
-                "WITH h AS (INSERT INTO task_events SELECT * FROM jsonb_populate_record(NULL::task_events, $18) \
-                     ON CONFLICT DO NOTHING) \
-                 INSERT INTO tasks (id, version, task_type, status, priority, required_capabilities, \
-                     target_agent_id, input, attempt, max_retries, schedule_at, queue_timeout_secs, \
-                     execution_timeout_secs, idempotency_key, parent_task_id, depends_on, submitted_by, \
-                     correlation_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'submitted', $4, $5, $6, $7, 1, $8, $9, $10, $11, $12, $13, $14, \
-                     $15, $16, $17, $17) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(seq)
-            .bind(&e.task_type)
-            .bind(i16::from(e.priority))
-            .bind(&e.required_capabilities)
-            .bind(e.target_agent_id)
-            .bind(&e.input)
-            .bind(e.max_retries as i32)
-            .bind(e.schedule_at)
-            .bind(e.queue_timeout_secs.map(|s| s as i64))
-            .bind(e.execution_timeout_secs.map(|s| s as i64))
-            .bind(&e.idempotency_key)
-            .bind(e.parent_task_id)
-            .bind(&e.depends_on)
-            .bind(&meta.actor)
-            .bind(&meta.correlation_id)
-            .bind(at)
-            .bind(&history)
-            .execute(&mut *conn)
-            .await?
+}
+
+fn fold_agent(row: &mut AgentRow, seq: i64, at: DateTime<Utc>, event: &AgentEvent) {
+    row.version = seq;
+    row.updated_at = at;
+    let (status, health_change, reason) = match event {
+        AgentEvent::AgentCreated(_) => return, // only ever at sequence 1, skipped above
+        AgentEvent::AgentUpdated(e) => {
+            if let Some(name) = &e.name {
+                row.name = name.clone();
+            }
+            if let Some(c) = &e.capabilities {
+                row.capabilities = c.clone();
+            }
+            if let Some(c) = &e.config {
+                row.config = c.clone();
+            }
+            if let Some(m) = e.max_concurrent_tasks {
+                row.max_concurrent_tasks = int(m);
+            }
+            return;
         }
+        AgentEvent::AgentActivated(_) => ("active", false, None),
+        AgentEvent::AgentDeactivated(_) => ("inactive", false, None),
+        AgentEvent::AgentMarkedUnhealthy(e) => ("unhealthy", true, Some(e.reason.clone())),
+        AgentEvent::AgentRecovered(_) => ("active", true, None),
+        AgentEvent::AgentRetired(_) => ("retired", false, None),
+    };
+    row.status = status.into();
+    if health_change {
+        row.health_reason = reason;
+        row.last_health_change_at = Some(at);
+    }
+    if status == "retired" {
+        row.retired_at = Some(at);
+    }
+}
+
+fn submitted_task(
+    id: Uuid,
+    at: DateTime<Utc>,
+    event: &ProjectedEvent,
+    e: &TaskSubmitted,
+) -> TaskRow {
+    let meta = &event.envelope.metadata;
+    TaskRow {
+        id,
+        version: 1,
+        task_type: e.task_type.clone(),
+        status: "submitted".into(),
+        priority: i16::from(e.priority),
+        required_capabilities: e.required_capabilities.clone(),
+        target_agent_id: e.target_agent_id,
+        agent_id: None,
+        input: e.input.clone(),
+        output: None,
+        error: None,
+        progress: None,
+        progress_message: None,
+        attempt: 1,
+        max_retries: int(e.max_retries),
+        failures: Value::Array(Vec::new()),
+        schedule_at: e.schedule_at.map(micros),
+        queue_timeout_secs: e.queue_timeout_secs.map(bigint),
+        execution_timeout_secs: e.execution_timeout_secs.map(bigint),
+        idempotency_key: e.idempotency_key.clone(),
+        parent_task_id: e.parent_task_id,
+        depends_on: e.depends_on.clone(),
+        submitted_by: meta.actor.clone(),
+        correlation_id: meta.correlation_id.clone(),
+        cancel_reason: None,
+        created_at: at,
+        updated_at: at,
+        queued_at: None,
+        assigned_at: None,
+        lease_expires_at: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// Appends to the `failures` array (a row whose value is not an array, which
+/// no write of ours makes, starts a new one).
+fn push_failure(failures: &mut Value, failure: Value) {
+    match failures {
+        Value::Array(list) => list.push(failure),
+        other => *other = Value::Array(vec![failure]),
+    }
+}
+
+fn fold_task(row: &mut TaskRow, seq: i64, at: DateTime<Utc>, event: &TaskEvent) {
+    row.version = seq;
+    row.updated_at = at;
+    let status = match event {
+        TaskEvent::TaskSubmitted(_) => return, // only ever at sequence 1, skipped above
         TaskEvent::TaskScheduled(e) => {
-            update!(Some("scheduled"), "schedule_at = $6", e.schedule_at)
+            row.schedule_at = Some(micros(e.schedule_at));
+            "scheduled"
         }
         TaskEvent::TaskQueued(e) => {
-            update!(
-                Some("queued"),
-                "queued_at = $3, attempt = $6, agent_id = NULL, lease_expires_at = NULL",
-                e.attempt as i32
-            )
+            row.queued_at = Some(at);
+            row.attempt = int(e.attempt);
+            row.agent_id = None;
+            row.lease_expires_at = None;
+            "queued"
         }
         TaskEvent::TaskAssigned(e) => {
-            update!(
-                Some("assigned"),
-                "assigned_at = $3, agent_id = $6, attempt = $7, lease_expires_at = $8",
-                e.agent_id,
-                e.attempt as i32,
-                e.lease_expires_at
-            )
+            row.assigned_at = Some(at);
+            row.agent_id = Some(e.agent_id);
+            row.attempt = int(e.attempt);
+            row.lease_expires_at = Some(micros(e.lease_expires_at));
+            "assigned"
         }
         TaskEvent::TaskStarted(_) => {
-            update!(Some("running"), "started_at = $3, progress = 0")
+            row.started_at = Some(at);
+            row.progress = Some(0);
+            "running"
         }
         TaskEvent::TaskProgressReported(e) => {
-            update!(
-                None::<&str>,
-                "progress = $6, progress_message = $7",
-                i16::from(e.percent),
-                &e.message
-            )
+            row.progress = Some(i16::from(e.percent));
+            row.progress_message = e.message.clone();
+            return;
         }
         TaskEvent::TaskSucceeded(e) => {
-            update!(
-                Some("succeeded"),
-                "finished_at = $3, output = $6, progress = 100, error = NULL",
-                &e.output
-            )
+            row.finished_at = Some(at);
+            row.output = Some(e.output.clone());
+            row.progress = Some(100);
+            row.error = None;
+            "succeeded"
         }
         TaskEvent::TaskFailed(e) => {
-            let failure = json!({"attempt": e.attempt, "agent_id": e.agent_id, "error": e.error,
-                "retryable": e.retryable, "at": at});
-            update!(
-                Some("failed"),
-                "finished_at = $3, error = $6, failures = failures || jsonb_build_array($7::jsonb)",
-                &e.error,
-                failure
-            )
+            row.finished_at = Some(at);
+            row.error = Some(e.error.clone());
+            push_failure(
+                &mut row.failures,
+                json!({"attempt": e.attempt,
+                "agent_id": e.agent_id, "error": e.error, "retryable": e.retryable, "at": at}),
+            );
+            "failed"
         }
         TaskEvent::TaskRetryScheduled(e) => {
-            update!(
-                Some("scheduled"),
-                "attempt = $6, schedule_at = $7, finished_at = NULL, agent_id = NULL",
-                e.attempt as i32,
-                e.not_before
-            )
+            row.attempt = int(e.attempt);
+            row.schedule_at = Some(micros(e.not_before));
+            row.finished_at = None;
+            row.agent_id = None;
+            "scheduled"
         }
         TaskEvent::TaskCancelled(e) => {
-            update!(
-                Some("cancelled"),
-                "finished_at = $3, cancel_reason = $6",
-                &e.reason
-            )
+            row.finished_at = Some(at);
+            row.cancel_reason = e.reason.clone();
+            "cancelled"
         }
         TaskEvent::TaskTimedOut(e) => {
             let phase = serde_json::to_value(e.phase).unwrap_or_default();
@@ -294,17 +491,18 @@ async fn apply_task(
                 "timed out ({} timeout)",
                 phase.as_str().unwrap_or("unknown")
             );
-            let failure = json!({"attempt": e.attempt, "agent_id": e.agent_id, "error": error,
-                "retryable": e.phase != TimeoutPhase::Queue, "at": at});
-            update!(
-                Some("timed_out"),
-                "finished_at = $3, error = $6, failures = failures || jsonb_build_array($7::jsonb)",
-                error,
-                failure
-            )
+            row.finished_at = Some(at);
+            push_failure(
+                &mut row.failures,
+                json!({"attempt": e.attempt,
+                "agent_id": e.agent_id, "error": error, "retryable": e.phase != TimeoutPhase::Queue,
+                "at": at}),
+            );
+            row.error = Some(error);
+            "timed_out"
         }
     };
-    Ok(done.rows_affected() == 1)
+    row.status = status.into();
 }
 
 fn event_agent(e: &TaskEvent) -> Option<Uuid> {
@@ -323,8 +521,13 @@ fn event_agent(e: &TaskEvent) -> Option<Uuid> {
     }
 }
 
-/// The `task_events` row of an event, as JSON for `jsonb_populate_record`.
-fn history_row(id: Uuid, event: &ProjectedEvent, task_event: &TaskEvent) -> serde_json::Value {
+/// The `task_events` row of an event, as JSON for `jsonb_populate_recordset`.
+fn history_row(
+    id: Uuid,
+    at: DateTime<Utc>,
+    event: &ProjectedEvent,
+    task_event: &TaskEvent,
+) -> Value {
     let e = &event.envelope;
     let payload = serde_json::to_value(task_event).unwrap_or_default();
     let inner = payload
@@ -337,7 +540,7 @@ fn history_row(id: Uuid, event: &ProjectedEvent, task_event: &TaskEvent) -> serd
         "stream_sequence": event.stream_sequence,
         "event_id": e.event_id,
         "event_type": e.event_type,
-        "occurred_at": e.occurred_at,
+        "occurred_at": at,
         "actor": e.metadata.actor,
         "correlation_id": e.metadata.correlation_id,
         "causation_id": e.metadata.causation_id,

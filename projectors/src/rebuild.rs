@@ -13,13 +13,12 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{self, DeliverPolicy};
-use futures::StreamExt;
+use async_nats::jetstream::{self, consumer, consumer::DeliverPolicy};
 use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, PgConnection};
 
-use crate::runtime::{checkpoint, lock_projection, process_batch, Projection};
+use crate::runtime::{checkpoint, lock_projection, process_batch, Prefetch, Projection};
 
 /// The read-model tables the `read_models` projection owns (and the view over them).
 const TABLES: &[&str] = &["agents", "tasks", "task_events"];
@@ -127,7 +126,7 @@ pub async fn rebuild(
         .map_err(|e| nats(e.to_string()))?
         .state
         .last_sequence;
-    let mut messages = stream_handle
+    let messages = stream_handle
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
@@ -137,6 +136,8 @@ pub async fn rebuild(
         .messages()
         .await
         .map_err(|e| nats(e.to_string()))?;
+    // Read ahead while batches are applied.
+    let mut messages = Prefetch::new(messages, batch_size * 4);
     let mut applied = 0u64;
     let mut position = 0u64;
     // Build until the stream end seen at the start.
@@ -239,41 +240,45 @@ async fn copy_pool(pool: &PgPool, schema: &str) -> sqlx::Result<PgPool> {
 
 /// Applies the next batch to the copy; returns (applied, last position).
 async fn next_batch(
-    messages: &mut consumer::pull::Ordered,
+    messages: &mut Prefetch<jetstream::Message>,
     copy: &PgPool,
     projection: &dyn Projection,
     batch_size: usize,
     until: Option<u64>,
 ) -> Result<(u64, u64), RebuildError> {
-    let mut batch = Vec::with_capacity(batch_size);
-    while batch.len() < batch_size {
-        let next = if batch.is_empty() {
-            tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .map_err(|_| RebuildError::Nats("no message from the stream for 30 s".into()))?
-        } else {
-            match futures::FutureExt::now_or_never(messages.next()) {
-                Some(m) => m,
-                None => break,
-            }
-        };
-        let Some(m) = next else { break };
-        let m = m.map_err(|e| RebuildError::Nats(e.to_string()))?;
+    let read = messages
+        .next_batch(batch_size, Duration::from_secs(30))
+        .await
+        .map_err(RebuildError::Nats)?;
+    if read.is_empty() {
+        return Err(RebuildError::Nats(
+            "no message from the stream for 30 s".into(),
+        ));
+    }
+    let mut batch = Vec::with_capacity(read.len());
+    let mut past_end = false;
+    for m in read {
         let seq = m
             .info()
             .map_err(|e| RebuildError::Nats(e.to_string()))?
             .stream_sequence;
+        if until.is_some_and(|u| seq > u) {
+            // Past the end: everything up to `until` has been read; the rest
+            // is not applied (the swap holds the live projection there).
+            past_end = true;
+            break;
+        }
         batch.push((
             seq,
             m.subject.to_string(),
             m.headers.clone().unwrap_or_default(),
             m.payload.clone(),
         ));
-        if until.is_some_and(|u| seq >= u) {
-            break;
-        }
     }
-    let last = batch.last().map_or(0, |b| b.0);
+    let mut last = batch.last().map_or(0, |b| b.0);
+    if past_end {
+        last = last.max(until.unwrap_or(0));
+    }
     let outcome = process_batch(copy, projection, 3, &batch).await?;
     Ok((outcome.applied, last))
 }

@@ -12,6 +12,10 @@
 //! the checkpoint, which are skipped. Within a batch each event runs in a
 //! savepoint, so one bad event does not undo the others.
 //!
+//! A batch is first tried fast: every event handed to the projection in one
+//! [`Projection::apply_batch`] call, no savepoints. Only when that fails is it
+//! re-run event by event as above.
+//!
 //! Failures: an event that cannot be decoded is parked at once (decoding is
 //! deterministic); one whose apply fails is retried `max_attempts` times,
 //! then parked. Every later event of a parked aggregate is parked behind it
@@ -76,6 +80,21 @@ pub trait Projection: Send + Sync {
         conn: &mut PgConnection,
         event: &ProjectedEvent,
     ) -> Result<Applied, ApplyError>;
+
+    /// Applies events in stream order, all or none: an error means the
+    /// transaction must be rolled back (the runtime then applies the batch
+    /// event by event to isolate the failing one). One result per event.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[ProjectedEvent],
+    ) -> Result<Vec<Applied>, ApplyError> {
+        let mut applied = Vec::with_capacity(events.len());
+        for event in events {
+            applied.push(self.apply(conn, event).await?);
+        }
+        Ok(applied)
+    }
 
     /// Makes writes outside Postgres durable; runs before the batch's
     /// checkpoint commits.
@@ -184,10 +203,11 @@ pub async fn reset_consumer(
         .create_consumer(consumer::pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("SutazAI projection {projection}")),
-            ack_policy: consumer::AckPolicy::Explicit,
+            ack_policy: consumer::AckPolicy::All,
             deliver_policy,
             ack_wait: Duration::from_secs(30),
-            max_ack_pending: (settings.batch_size * 2) as i64,
+            // The batch being applied and the prefetched ones.
+            max_ack_pending: (settings.batch_size * 4) as i64,
             ..Default::default()
         })
         .await?;
@@ -227,10 +247,19 @@ async fn run_batch(
 ) -> Result<Option<BatchOutcome>, sqlx::Error> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
+    // A projection and its checkpoint commit together and are derived from the
+    // stream: a batch lost in a Postgres crash is redelivered from the
+    // checkpoint (the consumer is re-positioned there at every start), so the
+    // commit need not wait for the WAL flush. Only commands' commits do.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     lock_projection(&mut tx, name).await?;
     let mut last = checkpoint(&mut tx, name).await?.max(0) as u64;
     let mut parked = dead_letters::parked_aggregates(&mut tx, name).await?;
     let mut outcome = BatchOutcome::default();
+    // The fast attempt applies every event that is not parked in one call.
+    let mut pending = Vec::new();
     for (seq, subject, headers, body) in messages {
         let seq = *seq;
         if seq <= last {
@@ -264,18 +293,8 @@ async fn run_batch(
                     let why = format!("waiting behind dead letter {blocker} of the same aggregate");
                     dead_letters::park(&mut tx, &raw, Some(&event), &why, 0, Some(blocker)).await?;
                     outcome.parked += 1;
-                } else {
-                    let result = if careful {
-                        apply_with_retries(&mut tx, projection, &event, max_attempts).await?
-                    } else {
-                        match projection.apply(&mut tx, &event).await {
-                            Ok(applied) => Ok(applied),
-                            Err(ApplyError::Unavailable(m)) => return Err(unavailable(m)),
-                            // Roll back this attempt; the careful one isolates the event.
-                            Err(_) => return Ok(None),
-                        }
-                    };
-                    match result {
+                } else if careful {
+                    match apply_with_retries(&mut tx, projection, &event, max_attempts).await? {
                         Ok(Applied::Applied) => outcome.applied += 1,
                         Ok(Applied::Skipped) => outcome.skipped += 1,
                         Err((error, attempts)) => {
@@ -294,10 +313,27 @@ async fn run_batch(
                             outcome.parked += 1;
                         }
                     }
+                } else {
+                    pending.push(event);
                 }
             }
         }
         last = seq;
+    }
+    if !pending.is_empty() {
+        match projection.apply_batch(&mut tx, &pending).await {
+            Ok(results) => {
+                for applied in results {
+                    match applied {
+                        Applied::Applied => outcome.applied += 1,
+                        Applied::Skipped => outcome.skipped += 1,
+                    }
+                }
+            }
+            Err(ApplyError::Unavailable(m)) => return Err(unavailable(m)),
+            // Roll back this attempt; the careful one isolates the event.
+            Err(_) => return Ok(None),
+        }
     }
     if let Err(e) = projection.flush().await {
         return Err(unavailable(e.to_string()));
@@ -428,20 +464,21 @@ async fn consume(
     lock_conn: &mut PgConnection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), async_nats::Error> {
+    // A continuous pull: messages arrive while the previous batch is applied,
+    // and a batch is whatever has arrived (no waiting for a full one).
+    let stream = consumer
+        .stream()
+        .max_messages_per_batch(settings.batch_size)
+        .messages()
+        .await?;
+    let mut prefetch = Prefetch::new(stream, settings.batch_size * 2);
     while !*shutdown.borrow() {
         if !leader::still_leading(lock_conn).await {
             return Err("lost the projection lock's connection".into());
         }
-        let mut batch = consumer
-            .fetch()
-            .max_messages(settings.batch_size)
-            .expires(settings.fetch_wait)
-            .messages()
+        let messages = prefetch
+            .next_batch(settings.batch_size, settings.fetch_wait)
             .await?;
-        let mut messages = Vec::with_capacity(settings.batch_size);
-        while let Some(m) = batch.next().await {
-            messages.push(m?);
-        }
         if messages.is_empty() {
             continue;
         }
@@ -459,8 +496,9 @@ async fn consume(
             .collect();
         match process_batch(pool, projection, settings.max_attempts, &parts).await {
             Ok(outcome) => {
-                for m in &messages {
-                    m.ack().await?;
+                // Acknowledges every message up to the last (AckPolicy::All).
+                if let Some(last) = messages.last() {
+                    last.ack().await?;
                 }
                 status
                     .checkpoint
@@ -481,6 +519,60 @@ async fn consume(
         }
     }
     Ok(())
+}
+
+/// A message stream read by its own task into a bounded buffer, so that
+/// messages keep arriving while a batch is applied; dropping it stops the task.
+pub struct Prefetch<T> {
+    rx: tokio::sync::mpsc::Receiver<Result<T, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Prefetch<T> {
+    /// Reads `stream` ahead, at most `capacity` messages.
+    pub fn new<S, E>(mut stream: S, capacity: usize) -> Self
+    where
+        S: futures::Stream<Item = Result<T, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let task = tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                let failed = m.is_err();
+                if tx.send(m.map_err(|e| e.to_string())).await.is_err() || failed {
+                    return;
+                }
+            }
+            let _ = tx.send(Err("the message stream ended".into())).await;
+        });
+        Self { rx, task }
+    }
+
+    /// Waits up to `wait` for a first message, then takes those already
+    /// read, up to `max`: a batch is as large as the backlog allows and never
+    /// waits to fill up. Empty when nothing arrived within `wait`.
+    pub async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<T>, String> {
+        let first = match tokio::time::timeout(wait, self.rx.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err("the message stream ended".into()),
+            Ok(Some(m)) => m?,
+        };
+        let mut batch = Vec::with_capacity(max.max(1));
+        batch.push(first);
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(m) => batch.push(m?),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+impl<T> Drop for Prefetch<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 async fn sleep_or_stop(shutdown: &mut watch::Receiver<bool>, backoff: &mut Duration) {

@@ -159,6 +159,12 @@ impl Coordinator {
         batch: &[async_nats::jetstream::Message],
     ) -> Result<(), async_nats::Error> {
         let mut tx = self.pool.begin().await?;
+        // The view is derived from the stream and its checkpoint commits with
+        // it: a commit lost in a Postgres crash is re-read from the stream, so
+        // it need not wait for the WAL flush (the commands' commits do).
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let mut notices = Vec::new();
         let mut last = 0;
         for m in batch {

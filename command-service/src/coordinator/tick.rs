@@ -146,6 +146,10 @@ impl Coordinator {
     ) -> Tick<()> {
         let first = version - events.len() as i64 + 1;
         let mut tx = self.pool.begin().await?;
+        // Derived from events already durable; see `Coordinator::apply_batch`.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let mut notices = Vec::new();
         for (i, event) in events.iter().enumerate() {
             let envelope = EventEnvelope {

@@ -159,7 +159,8 @@ async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figur
                     .json(&json!({"task_type": "echo", "input": {"text": "load"}}))
                     .send()
                     .await
-                    .is_ok_and(|r| r.status().is_success())
+                    .is_ok_and_read()
+                    .await
             }
         })
         .await;
@@ -213,7 +214,8 @@ async fn queries(db: &TestDb, query_url: &str, secs: f64, out: &mut Vec<Figure>)
                 h.get(format!("{url}/api/v1/tasks/{id}"))
                     .send()
                     .await
-                    .is_ok_and(|r| r.status().is_success())
+                    .is_ok_and_read()
+                    .await
             }
         })
         .await;
@@ -551,5 +553,23 @@ async fn main() {
             "rebuild of the read models: {} events in {:.1} s = {:.0} events/s",
             r.events, r.seconds, r.events_per_sec
         );
+    }
+}
+
+/// Whether an answer is a 2xx, read to its end as a real client would (an
+/// unread body can cost the connection its reuse).
+trait ReadSuccess {
+    async fn is_ok_and_read(self) -> bool;
+}
+
+impl ReadSuccess for reqwest::Result<reqwest::Response> {
+    async fn is_ok_and_read(self) -> bool {
+        match self {
+            Ok(r) => {
+                let ok = r.status().is_success();
+                r.bytes().await.is_ok() && ok
+            }
+            Err(_) => false,
+        }
     }
 }
