@@ -87,6 +87,10 @@ impl Server {
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // No ping on every acquire (a round trip; postgres-es acquires
+            // up to three times per command): a broken connection fails its
+            // query instead, and the pool drops it.
+            .test_before_acquire(false)
             .connect(&config.database_url)
             .await?;
         if config.run_migrations {

@@ -34,7 +34,26 @@ const AGENT_JSON: &str = "to_jsonb(a) || jsonb_build_object('load', jsonb_build_
     'assigned', (SELECT count(*) FROM tasks t WHERE t.agent_id = a.id AND t.status = 'assigned'), \
     'running', (SELECT count(*) FROM tasks t WHERE t.agent_id = a.id AND t.status = 'running')))";
 
-const TASK_JSON: &str = "to_jsonb(t) - 'search'";
+/// A task row as its view. Built column by column rather than with
+/// `to_jsonb(t)`, which would render the `search` tsvector as text only to
+/// drop it.
+const TASK_JSON: &str =
+    "jsonb_build_object('id', t.id, 'version', t.version, 'task_type', t.task_type, \
+    'status', t.status, 'priority', t.priority, \
+    'required_capabilities', t.required_capabilities, \
+    'target_agent_id', t.target_agent_id, 'agent_id', t.agent_id, \
+    'input', t.input, 'output', t.output, 'error', t.error, \
+    'progress', t.progress, 'progress_message', t.progress_message, \
+    'attempt', t.attempt, 'max_retries', t.max_retries, 'failures', t.failures, \
+    'schedule_at', t.schedule_at, 'queue_timeout_secs', t.queue_timeout_secs, \
+    'execution_timeout_secs', t.execution_timeout_secs, \
+    'idempotency_key', t.idempotency_key, 'parent_task_id', t.parent_task_id, \
+    'depends_on', t.depends_on, 'submitted_by', t.submitted_by, \
+    'correlation_id', t.correlation_id, 'cancel_reason', t.cancel_reason, \
+    'created_at', t.created_at, 'updated_at', t.updated_at, \
+    'queued_at', t.queued_at, 'assigned_at', t.assigned_at, \
+    'lease_expires_at', t.lease_expires_at, 'started_at', t.started_at, \
+    'finished_at', t.finished_at)";
 
 /// The version (last applied sequence) of an aggregate's row, if any.
 pub async fn version(pool: &PgPool, table: Table, id: Uuid) -> Result<Option<i64>, ApiError> {
@@ -55,12 +74,12 @@ pub async fn agent(pool: &PgPool, id: Uuid) -> Result<Option<AgentView>, ApiErro
 }
 
 pub async fn task(pool: &PgPool, id: Uuid) -> Result<Option<TaskView>, ApiError> {
-    let row: Option<Value> =
+    let row: Option<sqlx::types::Json<TaskView>> =
         sqlx::query_scalar(&format!("SELECT {TASK_JSON} FROM tasks t WHERE id = $1"))
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    row.map(from_json).transpose()
+    Ok(row.map(|r| r.0))
 }
 
 /// Agent list filters.

@@ -109,13 +109,25 @@ impl<B> MakeSpan<B> for RequestSpan {
     }
 }
 
-/// Request tracing: one span per request and one INFO line per response.
-pub fn trace_layer(
-) -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), DefaultOnResponse> {
+/// Request tracing: one span per request and one INFO line per response
+/// (with its status). A 5xx gets no second, ERROR line: under overload every
+/// shed request would add one.
+pub fn trace_layer() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    RequestSpan,
+    (),
+    DefaultOnResponse,
+    (),
+    (),
+    (),
+> {
     TraceLayer::new_for_http()
         .make_span_with(RequestSpan)
         .on_request(())
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 /// Structured logging, one line per event, as text or JSON.

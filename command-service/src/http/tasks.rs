@@ -136,15 +136,21 @@ async fn submit(
         now,
     });
     let metadata = ctx.event_metadata(now);
-    match store::execute(
-        &state.stores.tasks,
-        &id.to_string(),
-        command,
-        metadata,
-        None,
-    )
-    .await
-    {
+    let result = match key {
+        // A fresh random id: nothing to load.
+        None => store::execute_new(&state.stores.tasks, &id.to_string(), command, metadata).await,
+        Some(_) => {
+            store::execute(
+                &state.stores.tasks,
+                &id.to_string(),
+                command,
+                metadata,
+                None,
+            )
+            .await
+        }
+    };
+    match result {
         Ok(committed) => {
             tracing::info!(task_id = %id, "task submitted");
             Ok((
