@@ -159,7 +159,7 @@ async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figur
                     .json(&json!({"task_type": "echo", "input": {"text": "load"}}))
                     .send()
                     .await
-                    .is_ok_and_read()
+                    .read_success()
                     .await
             }
         })
@@ -214,7 +214,7 @@ async fn queries(db: &TestDb, query_url: &str, secs: f64, out: &mut Vec<Figure>)
                 h.get(format!("{url}/api/v1/tasks/{id}"))
                     .send()
                     .await
-                    .is_ok_and_read()
+                    .read_success()
                     .await
             }
         })
@@ -559,11 +559,11 @@ async fn main() {
 /// Whether an answer is a 2xx, read to its end as a real client would (an
 /// unread body can cost the connection its reuse).
 trait ReadSuccess {
-    async fn is_ok_and_read(self) -> bool;
+    async fn read_success(self) -> bool;
 }
 
 impl ReadSuccess for reqwest::Result<reqwest::Response> {
-    async fn is_ok_and_read(self) -> bool {
+    async fn read_success(self) -> bool {
         match self {
             Ok(r) => {
                 let ok = r.status().is_success();
