@@ -13,7 +13,7 @@
 //! fails the whole batch, which the runtime then re-runs one event at a time
 //! so that only that event is parked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use schemas::events::*;
@@ -143,13 +143,89 @@ fn bigint(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The rows one batch touches, and what it changed.
-#[derive(Default)]
+/// A read-model row type: its table, the columns this projection writes,
+/// its key and its version.
+trait Row: Serialize + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin {
+    const TABLE: &'static str;
+    const COLUMNS: &'static str;
+    fn id(&self) -> Uuid;
+    fn version(&self) -> i64;
+}
+
+impl Row for TaskRow {
+    const TABLE: &'static str = "tasks";
+    const COLUMNS: &'static str = TASK_COLUMNS;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+impl Row for AgentRow {
+    const TABLE: &'static str = "agents";
+    const COLUMNS: &'static str = AGENT_COLUMNS;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+/// The rows of one table a batch touches, and which of them it changed.
+struct Rows<R> {
+    rows: HashMap<Uuid, R>,
+    changed: BTreeSet<Uuid>,
+}
+
+impl<R: Row> Rows<R> {
+    /// Reads the rows with these ids in one statement.
+    async fn load(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Self, ApplyError> {
+        let rows: Vec<R> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(&format!(
+                "SELECT {} FROM {} WHERE id = ANY($1)",
+                R::COLUMNS,
+                R::TABLE
+            ))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        Ok(Self {
+            rows: rows.into_iter().map(|r| (r.id(), r)).collect(),
+            changed: BTreeSet::new(),
+        })
+    }
+
+    fn version(&self, id: &Uuid) -> Option<i64> {
+        self.rows.get(id).map(Row::version)
+    }
+
+    /// Writes the changed rows in one statement.
+    async fn write(&self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        let changed: Vec<&R> = self
+            .changed
+            .iter()
+            .filter_map(|id| self.rows.get(id))
+            .collect();
+        if !changed.is_empty() {
+            sqlx::query(&upsert(R::TABLE, R::COLUMNS))
+                .bind(Json(&changed))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows one batch touches, what it changed, and the history it adds.
 struct Batch {
-    tasks: HashMap<Uuid, TaskRow>,
-    agents: HashMap<Uuid, AgentRow>,
-    changed_tasks: Vec<Uuid>,
-    changed_agents: Vec<Uuid>,
+    tasks: Rows<TaskRow>,
+    agents: Rows<AgentRow>,
     history: Vec<Value>,
 }
 
@@ -176,26 +252,11 @@ impl Batch {
                 DomainEvent::Agent(_) => agent_ids.push(id),
             }
         }
-        let mut batch = Self::default();
-        if !task_ids.is_empty() {
-            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"
-            ))
-            .bind(&task_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-            batch.tasks = rows.into_iter().map(|r| (r.id, r)).collect();
-        }
-        if !agent_ids.is_empty() {
-            let rows: Vec<AgentRow> = sqlx::query_as(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE id = ANY($1)"
-            ))
-            .bind(&agent_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-            batch.agents = rows.into_iter().map(|r| (r.id, r)).collect();
-        }
-        Ok(batch)
+        Ok(Self {
+            tasks: Rows::load(conn, &task_ids).await?,
+            agents: Rows::load(conn, &agent_ids).await?,
+            history: Vec::new(),
+        })
     }
 
     /// Folds one event into its row: applied if it is the row's next event
@@ -214,8 +275,8 @@ impl Batch {
             )));
         }
         let version = match &event.event {
-            DomainEvent::Agent(_) => self.agents.get(&id).map(|r| r.version),
-            DomainEvent::Task(_) => self.tasks.get(&id).map(|r| r.version),
+            DomainEvent::Agent(_) => self.agents.version(&id),
+            DomainEvent::Task(_) => self.tasks.version(&id),
         };
         match version {
             Some(v) if seq <= v => return Ok(Applied::Skipped),
@@ -236,24 +297,24 @@ impl Batch {
         let at = micros(event.envelope.occurred_at);
         match &event.event {
             DomainEvent::Agent(e) => {
-                match (self.agents.get_mut(&id), e) {
+                match (self.agents.rows.get_mut(&id), e) {
                     (None, AgentEvent::AgentCreated(c)) => {
-                        self.agents.insert(id, created_agent(id, at, c));
+                        self.agents.rows.insert(id, created_agent(id, at, c));
                     }
                     (Some(row), e) => fold_agent(row, seq, at, e),
                     (None, _) => {} // refused above
                 }
-                self.changed_agents.push(id);
+                self.agents.changed.insert(id);
             }
             DomainEvent::Task(e) => {
-                match (self.tasks.get_mut(&id), e) {
+                match (self.tasks.rows.get_mut(&id), e) {
                     (None, TaskEvent::TaskSubmitted(s)) => {
-                        self.tasks.insert(id, submitted_task(id, at, event, s));
+                        self.tasks.rows.insert(id, submitted_task(id, at, event, s));
                     }
                     (Some(row), e) => fold_task(row, seq, at, e),
                     (None, _) => {} // refused above
                 }
-                self.changed_tasks.push(id);
+                self.tasks.changed.insert(id);
                 self.history.push(history_row(id, at, event, e));
             }
         }
@@ -261,33 +322,9 @@ impl Batch {
     }
 
     /// Writes the changed rows and the new history rows, one statement each.
-    async fn write(mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
-        self.changed_tasks.sort_unstable();
-        self.changed_tasks.dedup();
-        self.changed_agents.sort_unstable();
-        self.changed_agents.dedup();
-        let tasks: Vec<&TaskRow> = self
-            .changed_tasks
-            .iter()
-            .filter_map(|id| self.tasks.get(id))
-            .collect();
-        if !tasks.is_empty() {
-            sqlx::query(&upsert("tasks", TASK_COLUMNS))
-                .bind(Json(&tasks))
-                .execute(&mut *conn)
-                .await?;
-        }
-        let agents: Vec<&AgentRow> = self
-            .changed_agents
-            .iter()
-            .filter_map(|id| self.agents.get(id))
-            .collect();
-        if !agents.is_empty() {
-            sqlx::query(&upsert("agents", AGENT_COLUMNS))
-                .bind(Json(&agents))
-                .execute(&mut *conn)
-                .await?;
-        }
+    async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        self.tasks.write(conn).await?;
+        self.agents.write(conn).await?;
         if !self.history.is_empty() {
             sqlx::query(
                 "INSERT INTO task_events SELECT * FROM jsonb_populate_recordset(NULL::task_events, $1) \
