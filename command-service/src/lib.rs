@@ -15,6 +15,7 @@
 //! start the real thing in process.
 #![forbid(unsafe_code)]
 
+pub mod commit;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -117,9 +118,23 @@ impl Server {
             relay_status.clone(),
             stop.clone(),
         );
-        let coordinator = config.coordinator_enabled.then(|| {
+        // The coordinator's own few connections: its queries scan views that
+        // grow while it runs (see `service_kit::custom_plans`), and its ticks
+        // do not wait behind commands for a connection.
+        let coordinator_pool = if config.coordinator_enabled {
+            Some(
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(service_kit::custom_plans((*pool.connect_options()).clone()))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let coordinator = coordinator_pool.map(|coordinator_pool| {
             coordinator::Coordinator::new(
-                pool.clone(),
+                coordinator_pool,
                 stores.clone(),
                 nats.clone(),
                 coordinator::CoordinatorSettings {

@@ -14,16 +14,16 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use domain::{Agent, DomainError, Task};
-use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
+use crate::commit::{GroupCommitRepository, GroupCommitter};
 use crate::error::ApiError;
 use crate::relay::OutboxSignal;
 
 /// The event store of aggregate `A`, and the signal that wakes the relay
 /// after a commit.
 pub struct Store<A: Aggregate> {
-    events: PersistedEventStore<PostgresEventRepository, A>,
+    events: PersistedEventStore<GroupCommitRepository, A>,
     outbox: Arc<OutboxSignal>,
 }
 
@@ -44,8 +44,11 @@ pub struct Committed<E> {
 
 impl EventStores {
     /// Snapshots every `snapshot_every` events keep loading an aggregate cheap.
+    /// Both stores commit through one group committer (see [`crate::commit`]);
+    /// must be called inside a Tokio runtime.
     pub fn new(pool: PgPool, snapshot_every: usize, outbox: Arc<OutboxSignal>) -> Self {
-        let repo = || PostgresEventRepository::new(pool.clone());
+        let committer = GroupCommitter::start(pool);
+        let repo = || committer.repository();
         Self {
             agents: Store {
                 events: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1)),

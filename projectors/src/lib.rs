@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -131,10 +131,11 @@ pub async fn select(
 }
 
 pub async fn connect_pool(config: &Config) -> Result<PgPool, StartError> {
+    let options: PgConnectOptions = config.database_url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
+        .connect_with(service_kit::custom_plans(options))
         .await?;
     if config.run_migrations {
         migrator().run(&pool).await?;

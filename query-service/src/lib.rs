@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod stores;
+pub mod visibility;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ impl Server {
         };
         let commits = listen_for_commits(pool.clone(), stop.clone());
         let state = http::AppState {
-            commits,
+            visibility: visibility::Visibility::start(pool.clone(), commits),
             stopping: stop.clone(),
             stores,
             pool,
@@ -150,7 +151,8 @@ impl Server {
 }
 
 /// Follows the projectors' commit notifications; the receiver ticks once per
-/// committed batch. Reconnects after a lost connection (waiters fall back to
+/// committed batch of the read-model projection (the others' commits change
+/// nothing a `min_version` read looks at). Reconnects after a lost connection (waiters fall back to
 /// polling meanwhile).
 fn listen_for_commits(pool: sqlx::PgPool, mut stop: watch::Receiver<bool>) -> watch::Receiver<u64> {
     let (tx, rx) = watch::channel(0u64);
@@ -176,9 +178,16 @@ fn listen_for_commits(pool: sqlx::PgPool, mut stop: watch::Receiver<bool>) -> wa
             loop {
                 tokio::select! {
                     got = listener.recv() => match got {
-                        Ok(_) => {
-                            n += 1;
-                            let _ = tx.send(n);
+                        Ok(notification) => {
+                            // The payload is `<projection>:<checkpoint>`.
+                            let read_models = notification
+                                .payload()
+                                .split_once(':')
+                                .is_some_and(|(p, _)| p == projectors::read_models::NAME);
+                            if read_models {
+                                n += 1;
+                                let _ = tx.send(n);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "projector commit notifications lost; reconnecting");

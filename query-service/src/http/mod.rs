@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
-use crate::db::{self, Table};
+use crate::db::Table;
 use crate::error::ApiError;
 
 /// What every handler can reach.
@@ -35,9 +35,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub stream: String,
     pub min_version_wait: Duration,
-    /// Ticks after every committed projector batch (LISTEN), for
-    /// read-your-writes waits.
-    pub commits: tokio::sync::watch::Receiver<u64>,
+    /// Read-your-writes waits (`min_version`).
+    pub visibility: std::sync::Arc<crate::visibility::Visibility>,
     /// Turns true when the server stops, so that live streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -146,31 +145,20 @@ async fn wait_for_version(
             "min_version must be 0 or more",
         ));
     }
-    let deadline = tokio::time::Instant::now() + state.min_version_wait;
-    let mut commits = state.commits.clone();
-    loop {
-        // Mark commits so far as seen before reading, so none is missed.
-        commits.borrow_and_update();
-        let version = db::version(&state.pool, table, id).await?;
-        if version.is_some_and(|v| v >= min) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let at = version.map_or("not yet projected".to_string(), |v| {
-                format!("at version {v}")
-            });
-            return Err(ApiError::VersionNotReached(format!(
-                "{id} is {at}; version {min} is not visible after {} ms, retry later",
-                state.min_version_wait.as_millis()
-            )));
-        }
-        // Woken by the projector's commit notification; the timeout is the
-        // fallback when a notification is missed (they are not durable).
-        let wait = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .min(Duration::from_millis(50));
-        let _ = tokio::time::timeout(wait, commits.changed()).await;
+    let version = state
+        .visibility
+        .wait(table, id, min, state.min_version_wait)
+        .await?;
+    if version.is_some_and(|v| v >= min) {
+        return Ok(());
     }
+    let at = version.map_or("not yet projected".to_string(), |v| {
+        format!("at version {v}")
+    });
+    Err(ApiError::VersionNotReached(format!(
+        "{id} is {at}; version {min} is not visible after {} ms, retry later",
+        state.min_version_wait.as_millis()
+    )))
 }
 
 /// Page bounds shared by the list endpoints.

@@ -1,0 +1,144 @@
+//! Read-your-writes waits (`min_version`), checked together.
+//!
+//! A read that must see version `v` of a row registers a waiter and then
+//! reads the row once itself. If the row is not there yet, one checker task
+//! answers every waiter: after each committed batch of the read-model
+//! projection (a Postgres notification) — and every [`POLL`] as a fallback,
+//! since notifications are not durable — it reads the versions of all
+//! waited-for rows in one statement per table and releases the waiters whose
+//! version has arrived.
+//!
+//! One statement per commit, however many readers wait: with a waiter
+//! re-reading its own row on every commit, hundreds of waiters turned each
+//! commit into hundreds of queries, which slowed the projection they were
+//! waiting for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::db::{self, Table};
+use crate::error::ApiError;
+
+/// How often waiters are checked when no commit notification arrives.
+pub const POLL: Duration = Duration::from_millis(50);
+
+struct Waiter {
+    min: i64,
+    reached: oneshot::Sender<i64>,
+}
+
+type Waiters = HashMap<(Table, Uuid), Vec<Waiter>>;
+
+/// The waiters and the checker that releases them.
+pub struct Visibility {
+    pool: PgPool,
+    waiters: Mutex<Waiters>,
+}
+
+impl Visibility {
+    /// Starts the checker; `commits` ticks after each committed read-model batch.
+    pub fn start(pool: PgPool, commits: watch::Receiver<u64>) -> Arc<Self> {
+        let this = Arc::new(Self {
+            pool,
+            waiters: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(check_loop(Arc::downgrade(&this), commits));
+        this
+    }
+
+    /// Waits until the row `id` of `table` is at `min` or later, or
+    /// `timeout` has passed; returns the version seen last.
+    pub async fn wait(
+        &self,
+        table: Table,
+        id: Uuid,
+        min: i64,
+        timeout: Duration,
+    ) -> Result<Option<i64>, ApiError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Registered before the first read: a commit that lands after the
+        // read is checked for this waiter too.
+        let (reached, signal) = oneshot::channel();
+        self.lock()
+            .entry((table, id))
+            .or_default()
+            .push(Waiter { min, reached });
+        let version = db::version(&self.pool, table, id).await?;
+        if version.is_some_and(|v| v >= min) {
+            return Ok(version);
+        }
+        // A dropped receiver is cleaned up by the checker's next round.
+        if let Ok(Ok(version)) = tokio::time::timeout_at(deadline, signal).await {
+            return Ok(Some(version));
+        }
+        db::version(&self.pool, table, id).await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every change is one insert or remove), so a poisoned lock is used.
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One round: drops abandoned waiters, reads the versions of the rest
+    /// and releases those whose version has arrived.
+    async fn check(&self) {
+        let mut wanted: HashMap<Table, Vec<Uuid>> = HashMap::new();
+        {
+            let mut waiters = self.lock();
+            waiters.retain(|_, list| {
+                list.retain(|w| !w.reached.is_closed());
+                !list.is_empty()
+            });
+            for (table, id) in waiters.keys() {
+                wanted.entry(*table).or_default().push(*id);
+            }
+        }
+        for (table, ids) in wanted {
+            let versions = match db::versions(&self.pool, table, &ids).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "min_version check failed; retrying");
+                    continue;
+                }
+            };
+            let mut waiters = self.lock();
+            for (id, version) in versions {
+                let Some(list) = waiters.get_mut(&(table, id)) else {
+                    continue;
+                };
+                let (done, wait): (Vec<Waiter>, Vec<Waiter>) =
+                    list.drain(..).partition(|w| w.min <= version);
+                *list = wait;
+                for w in done {
+                    let _ = w.reached.send(version);
+                }
+            }
+        }
+    }
+}
+
+async fn check_loop(this: std::sync::Weak<Visibility>, mut commits: watch::Receiver<u64>) {
+    let mut notified = true;
+    loop {
+        if notified {
+            tokio::select! {
+                changed = commits.changed() => notified = changed.is_ok(),
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        } else {
+            tokio::time::sleep(POLL).await;
+        }
+        let Some(this) = this.upgrade() else {
+            return;
+        };
+        if !this.lock().is_empty() {
+            this.check().await;
+        }
+    }
+}
