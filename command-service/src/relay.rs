@@ -12,6 +12,11 @@
 //!   one event per aggregate, each round fully acknowledged before the next.
 //!   A lost publish (e.g. during a reconnect) can then never let a later
 //!   event of the same aggregate reach the stream before it.
+//! - Batches overlap: the next batch is read while one is being published,
+//!   and is published while that one is deleted. A row whose aggregate has
+//!   an event in the batch being published is left for a later batch, and
+//!   after a failed publish the batch read ahead is dropped (its rows stay
+//!   in the outbox).
 //! - The relay wakes when a command of its own process commits ([`OutboxSignal`]),
 //!   on `LISTEN sutazai_outbox` for commits of other instances, and also polls,
 //!   because notifications are not durable. The NOTIFY is not sent by the
@@ -30,6 +35,7 @@ use chrono::{DateTime, Utc};
 use schemas::envelope::metadata_keys;
 use schemas::subjects::{self, headers};
 use schemas::{EventEnvelope, EventMetadata};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::PgConnection;
@@ -97,7 +103,9 @@ pub struct OutboxRow {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
+    /// The event's JSON exactly as stored: published without being parsed
+    /// into a tree and written out again.
+    pub payload: String,
     pub metadata: Value,
     pub committed_at: DateTime<Utc>,
     pub hash: Option<String>,
@@ -116,6 +124,14 @@ impl OutboxRow {
     /// (cqrs-es stores a string map); a missing or unreadable `occurred_at`
     /// falls back to the commit time.
     pub fn envelope(&self) -> EventEnvelope {
+        EventEnvelope {
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            ..self.envelope_without_payload()
+        }
+    }
+
+    /// The envelope with a null payload (the caller adds it).
+    fn envelope_without_payload(&self) -> EventEnvelope {
         let map: std::collections::HashMap<String, String> = self
             .metadata
             .as_object()
@@ -142,13 +158,33 @@ impl OutboxRow {
             event_version: self.event_version.clone(),
             occurred_at,
             metadata: EventMetadata::from_map(&map),
-            payload: self.payload.clone(),
+            payload: Value::Null,
             hash: self.hash.clone(),
         }
     }
 
+    /// The published body: [`Self::envelope`] serialised, with the payload
+    /// copied as stored rather than parsed and re-serialised.
+    pub fn wire_body(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let payload: &RawValue = serde_json::from_str(&self.payload)?;
+        let envelope = self.envelope_without_payload();
+        serde_json::to_vec(&WireEnvelope {
+            event_id: envelope.event_id,
+            aggregate_type: &self.aggregate_type,
+            aggregate_id: &self.aggregate_id,
+            sequence: self.sequence,
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+            occurred_at: envelope.occurred_at,
+            metadata: &envelope.metadata,
+            payload,
+            hash: self.hash.as_deref(),
+        })
+    }
+
     fn publish_message(&self) -> Result<PublishMessage, serde_json::Error> {
-        let envelope = self.envelope();
+        let body = self.wire_body()?;
+        let envelope = self.envelope_without_payload();
         let mut h = HeaderMap::new();
         h.insert(NATS_MESSAGE_ID, self.message_id().as_str());
         h.insert(headers::EVENT_TYPE, self.event_type.as_str());
@@ -168,19 +204,48 @@ impl OutboxRow {
         if let Some(hash) = &self.hash {
             h.insert(headers::EVENT_HASH, hash.as_str());
         }
-        let body = serde_json::to_vec(&envelope)?;
         Ok(PublishMessage::build().payload(body.into()).headers(h))
     }
 }
 
+/// [`EventEnvelope`]'s serialised form with a borrowed, unparsed payload;
+/// `wire_body_reads_back_as_the_envelope` keeps the two in step.
+#[derive(serde::Serialize)]
+struct WireEnvelope<'a> {
+    event_id: uuid::Uuid,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    event_type: &'a str,
+    event_version: &'a str,
+    occurred_at: DateTime<Utc>,
+    metadata: &'a EventMetadata,
+    payload: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<&'a str>,
+}
+
 /// Reads up to `limit` outbox rows in id order.
 pub async fn fetch_batch(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+    fetch_batch_excluding(conn, limit, &[]).await
+}
+
+/// Reads up to `limit` outbox rows in id order, leaving out `in_flight`
+/// (rows being published, not yet deleted). Planned for each call (not
+/// prepared), so that Postgres hashes the list it leaves out.
+pub async fn fetch_batch_excluding(
+    conn: &mut PgConnection,
+    limit: i64,
+    in_flight: &[i64],
+) -> sqlx::Result<Vec<OutboxRow>> {
     sqlx::query_as::<_, OutboxRow>(
         "SELECT id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                payload, metadata, committed_at, hash \
-         FROM outbox ORDER BY id LIMIT $1",
+                payload::text AS payload, metadata, committed_at, hash \
+         FROM outbox WHERE id <> ALL($2) ORDER BY id LIMIT $1",
     )
     .bind(limit)
+    .bind(in_flight)
+    .persistent(in_flight.is_empty())
     .fetch_all(conn)
     .await
 }
@@ -358,6 +423,9 @@ impl Relay {
         };
         let mut stream_ready = false;
         let mut backoff = Backoff::default();
+        // The batch being published, while the next one is read and the
+        // previous one deleted.
+        let mut in_flight: Option<InFlight> = None;
         loop {
             let stopping = *shutdown.borrow();
             if !stream_ready {
@@ -373,15 +441,34 @@ impl Relay {
                     }
                 }
             }
-            let rows = fetch_batch(&mut conn, self.settings.batch_size).await?;
-            if rows.is_empty() {
-                if stopping {
-                    return Ok(());
+            let exclude = in_flight.as_ref().map_or(&[][..], |f| f.ids.as_slice());
+            let fetched =
+                fetch_batch_excluding(&mut conn, self.settings.batch_size, exclude).await?;
+            // A row whose aggregate has an event still being published waits
+            // for a later batch, so that no event overtakes an earlier one.
+            let ready: Vec<OutboxRow> = match &in_flight {
+                Some(f) => fetched
+                    .into_iter()
+                    .filter(|r| !f.aggregates.contains(&aggregate_key(r)))
+                    .collect(),
+                None => fetched,
+            };
+            let Some(current) = in_flight.take() else {
+                if ready.is_empty() {
+                    if stopping {
+                        return Ok(());
+                    }
+                    self.wait_for_work(&mut listener, shutdown).await;
+                } else {
+                    in_flight = Some(InFlight::start(&self.js, ready));
                 }
-                self.wait_for_work(&mut listener, shutdown).await;
                 continue;
+            };
+            let (outcome, sent) = current.finish().await;
+            if outcome.error.is_none() && !ready.is_empty() {
+                // The next batch goes out while this one is deleted.
+                in_flight = Some(InFlight::start(&self.js, ready));
             }
-            let outcome = publish_rows(&self.js, &rows).await;
             if !outcome.acked.is_empty() {
                 delete_rows(&mut conn, &outcome.acked).await?;
                 self.status
@@ -394,7 +481,7 @@ impl Relay {
             match outcome.error {
                 None => backoff.reset(),
                 Some(e) => {
-                    tracing::warn!(error = %e, acked = outcome.acked.len(), pending = rows.len() - outcome.acked.len(),
+                    tracing::warn!(error = %e, acked = outcome.acked.len(), pending = sent - outcome.acked.len(),
                         "relay: publish failed; will retry");
                     // The stream may have been lost with the server: set it up again.
                     stream_ready = false;
@@ -431,6 +518,51 @@ impl Relay {
     }
 }
 
+/// A batch being published by its own task.
+struct InFlight {
+    ids: Vec<i64>,
+    aggregates: HashSet<u64>,
+    task: tokio::task::JoinHandle<PublishOutcome>,
+}
+
+impl InFlight {
+    fn start(js: &jetstream::Context, rows: Vec<OutboxRow>) -> Self {
+        let ids = rows.iter().map(|r| r.id).collect();
+        let aggregates = rows.iter().map(aggregate_key).collect();
+        let js = js.clone();
+        let task = tokio::spawn(async move { publish_rows(&js, &rows).await });
+        Self {
+            ids,
+            aggregates,
+            task,
+        }
+    }
+
+    /// Waits for the publishes; returns the outcome and how many rows were sent.
+    async fn finish(self) -> (PublishOutcome, usize) {
+        let sent = self.ids.len();
+        match self.task.await {
+            Ok(outcome) => (outcome, sent),
+            Err(e) => (
+                PublishOutcome {
+                    error: Some(format!("the publishing task failed: {e}")),
+                    ..PublishOutcome::default()
+                },
+                sent,
+            ),
+        }
+    }
+}
+
+/// A row's aggregate, hashed. Two aggregates with the same hash only make a
+/// row wait for one batch more than it needs to.
+fn aggregate_key(row: &OutboxRow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (row.aggregate_type.as_str(), row.aggregate_id.as_str()).hash(&mut h);
+    h.finish()
+}
+
 /// Exponential backoff from 100 ms to 5 s.
 #[derive(Debug)]
 struct Backoff {
@@ -456,5 +588,50 @@ impl Backoff {
             _ = shutdown.changed() => {}
         }
         self.next = (self.next * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(hash: Option<&str>) -> OutboxRow {
+        OutboxRow {
+            id: 7,
+            aggregate_type: "task".into(),
+            aggregate_id: "0b6f3f5e-2f4c-4a4e-9a51-5d0c2b9e7a10".into(),
+            sequence: 3,
+            event_type: "TaskSubmitted".into(),
+            event_version: "1.0".into(),
+            // As Postgres stores it: jsonb's spacing, nested values.
+            payload: r#"{"TaskSubmitted": {"input": {"text": "a \"quoted\" é"}, "priority": 5}}"#
+                .into(),
+            metadata: serde_json::json!({
+                "actor": "alice", "correlation_id": "c1", "causation_id": "k1",
+                "request_id": "r1", "occurred_at": "2026-11-26T10:00:00.123456Z", "other": 1
+            }),
+            committed_at: Utc::now(),
+            hash: hash.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn wire_body_reads_back_as_the_envelope() {
+        for hash in [Some("ab12"), None] {
+            let r = row(hash);
+            let body = r.wire_body().unwrap();
+            let read: EventEnvelope = serde_json::from_slice(&body).unwrap();
+            assert_eq!(read, r.envelope());
+            assert_eq!(read.payload["TaskSubmitted"]["priority"], 5);
+            assert_eq!(read.metadata.actor, "alice");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_is_refused() {
+        let mut r = row(None);
+        r.payload = "{not json".into();
+        assert!(r.wire_body().is_err());
+        assert!(r.publish_message().is_err());
     }
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use futures::StreamExt;
+use schemas::decode::DomainEvent;
+use schemas::events::TaskEvent;
 use service_kit::leader;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -165,17 +167,13 @@ impl Coordinator {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        let mut notices = Vec::new();
         let mut last = 0;
+        let mut events = Vec::with_capacity(batch.len());
         for m in batch {
             let seq = m.info()?.stream_sequence;
             last = seq;
             match schemas::decode::decode(&m.payload) {
-                Ok((envelope, event)) => {
-                    if let Some(n) = view::apply(&mut tx, &envelope, &event).await? {
-                        notices.push(n);
-                    }
-                }
+                Ok(decoded) => events.push(decoded),
                 // The projections park such messages; the coordinator has
                 // nothing to decide from one.
                 Err(e) => {
@@ -183,6 +181,7 @@ impl Coordinator {
                 }
             }
         }
+        let notices = apply_events(&mut tx, &events).await?;
         view::set_checkpoint(&mut tx, last).await?;
         tx.commit().await?;
         for n in notices {
@@ -190,4 +189,53 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// Applies decoded events in order. Runs of submissions (each with the
+/// queueing that follows it) go in with one insert; the rest one by one.
+async fn apply_events(
+    conn: &mut sqlx::PgConnection,
+    events: &[(schemas::EventEnvelope, DomainEvent)],
+) -> sqlx::Result<Vec<view::Notice>> {
+    let mut notices = Vec::new();
+    let mut submitted: Vec<view::Submitted<'_>> = Vec::new();
+    let mut i = 0;
+    while let Some((envelope, event)) = events.get(i) {
+        i += 1;
+        if let DomainEvent::Task(TaskEvent::TaskSubmitted(task)) = event {
+            let queued = events.get(i).filter(|(next, e)| {
+                next.aggregate_type == envelope.aggregate_type
+                    && next.aggregate_id == envelope.aggregate_id
+                    && next.sequence == envelope.sequence + 1
+                    && matches!(e, DomainEvent::Task(TaskEvent::TaskQueued(_)))
+            });
+            if queued.is_some() {
+                i += 1;
+            }
+            submitted.push(view::Submitted {
+                envelope,
+                task,
+                queued: queued.map(|(e, d)| (e, d)),
+            });
+            continue;
+        }
+        flush_submitted(conn, &mut submitted).await?;
+        if let Some(n) = view::apply(conn, envelope, event).await? {
+            notices.push(n);
+        }
+    }
+    flush_submitted(conn, &mut submitted).await?;
+    Ok(notices)
+}
+
+async fn flush_submitted(
+    conn: &mut sqlx::PgConnection,
+    submitted: &mut Vec<view::Submitted<'_>>,
+) -> sqlx::Result<()> {
+    for (envelope, event) in view::insert_submitted(conn, submitted).await? {
+        // A submission, and so its queueing, never notifies anyone.
+        view::apply(conn, envelope, event).await?;
+    }
+    submitted.clear();
+    Ok(())
 }

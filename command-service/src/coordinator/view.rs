@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use schemas::decode::DomainEvent;
-use schemas::events::{AgentEvent, TaskEvent, TimeoutPhase};
+use schemas::events::{AgentEvent, TaskEvent, TaskSubmitted, TimeoutPhase};
 use schemas::EventEnvelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -63,6 +63,81 @@ pub async fn apply(
         }
         DomainEvent::Task(e) => apply_task(conn, id, envelope, seq, at, e).await,
     }
+}
+
+/// A submitted task for [`insert_submitted`], with the event that queued it
+/// when that event came right after it in the same batch.
+pub struct Submitted<'a> {
+    pub envelope: &'a EventEnvelope,
+    pub task: &'a TaskSubmitted,
+    /// The `TaskQueued` event (`sequence + 1`) folded into the insert.
+    pub queued: Option<(&'a EventEnvelope, &'a DomainEvent)>,
+}
+
+impl Submitted<'_> {
+    /// The row as `apply` would leave it after the submission (and the
+    /// queueing), in `coord_tasks`' column names.
+    fn row(&self) -> Option<serde_json::Value> {
+        let id = Uuid::parse_str(&self.envelope.aggregate_id).ok()?;
+        let s = self.task;
+        let mut row = serde_json::json!({
+            "task_id": id,
+            "version": self.envelope.sequence,
+            "status": "submitted",
+            "task_type": s.task_type,
+            "input": s.input,
+            "priority": s.priority,
+            "required_capabilities": s.required_capabilities,
+            "target_agent_id": s.target_agent_id,
+            "attempt": 1,
+            "max_retries": s.max_retries,
+            "depends_on": s.depends_on,
+            "correlation_id": self.envelope.metadata.correlation_id,
+            "queue_timeout_secs": s.queue_timeout_secs,
+            "execution_timeout_secs": s.execution_timeout_secs,
+            "queued_at": null,
+        });
+        if let Some((queued, DomainEvent::Task(TaskEvent::TaskQueued(q)))) = self.queued {
+            row["version"] = queued.sequence.into();
+            row["status"] = "queued".into();
+            row["queued_at"] = serde_json::to_value(queued.occurred_at).ok()?;
+            row["attempt"] = q.attempt.into();
+        }
+        Some(row)
+    }
+}
+
+/// Inserts submitted tasks with one statement, as `apply` would one by one
+/// (a task already in the view is left alone). Returns the queueing events
+/// of the tasks that were already there, which still need `apply`.
+pub async fn insert_submitted<'a>(
+    conn: &mut PgConnection,
+    tasks: &[Submitted<'a>],
+) -> sqlx::Result<Vec<(&'a EventEnvelope, &'a DomainEvent)>> {
+    let rows: Vec<serde_json::Value> = tasks.iter().filter_map(Submitted::row).collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO coord_tasks (task_id, version, status, task_type, input, priority, \
+             required_capabilities, target_agent_id, attempt, max_retries, depends_on, correlation_id, \
+             queue_timeout_secs, execution_timeout_secs, queued_at) \
+         SELECT task_id, version, status, task_type, input, priority, required_capabilities, \
+             target_agent_id, attempt, max_retries, depends_on, correlation_id, \
+             queue_timeout_secs, execution_timeout_secs, queued_at \
+         FROM jsonb_populate_recordset(NULL::coord_tasks, $1) \
+         ON CONFLICT (task_id) DO NOTHING RETURNING task_id",
+    )
+    .bind(serde_json::Value::Array(rows))
+    .fetch_all(conn)
+    .await?;
+    let inserted: std::collections::HashSet<String> =
+        inserted.into_iter().map(|id| id.to_string()).collect();
+    Ok(tasks
+        .iter()
+        .filter(|t| !inserted.contains(&t.envelope.aggregate_id))
+        .filter_map(|t| t.queued)
+        .collect())
 }
 
 async fn apply_agent(

@@ -576,6 +576,30 @@ impl Projection for GraphProjection {
             }),
         }
     }
+
+    /// In Postgres, one set of statements per batch ([`pg::apply_batch`]);
+    /// Neo4j applies change by change.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[ProjectedEvent],
+    ) -> Result<Vec<Applied>, ApplyError> {
+        match &self.writer {
+            Writer::Postgres => {
+                let changes: Vec<GraphChange> = events.iter().map(change_for).collect();
+                pg::apply_batch(conn, &changes)
+                    .await
+                    .map_err(ApplyError::from)
+            }
+            Writer::Neo4j(_) => {
+                let mut applied = Vec::with_capacity(events.len());
+                for event in events {
+                    applied.push(self.apply(conn, event).await?);
+                }
+                Ok(applied)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

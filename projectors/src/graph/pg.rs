@@ -2,11 +2,13 @@
 //! Writes run inside the projection's transaction (exactly once with its
 //! checkpoint); reads are single parameterised statements per hop.
 
+use std::collections::{HashMap, HashSet};
+
 use schemas::query::{GraphEdge, GraphNode};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{Direction, GraphChange, GraphError, GraphStore};
+use super::{Direction, GraphChange, GraphError, GraphStore, NodeKey};
 use crate::runtime::Applied;
 
 /// Applies a change unless the owner node has already seen its sequence.
@@ -85,6 +87,148 @@ pub async fn apply(conn: &mut PgConnection, change: &GraphChange) -> Result<Appl
         .await?;
     }
     Ok(Applied::Applied)
+}
+
+/// Applies a batch of changes, in order, with five statements whatever its
+/// size: the same result as [`apply`] for each change in turn. Changes are
+/// folded first: an owner's properties merge (later keys win, as `||` does),
+/// an edge written twice keeps its last properties, and a replaced
+/// relationship type drops the edges added before the replacement too.
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    changes: &[GraphChange],
+) -> Result<Vec<Applied>, sqlx::Error> {
+    let owner_ids: Vec<String> = changes
+        .iter()
+        .map(|c| c.owner.id())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    // Locked in id order, as concurrent writers of the same nodes would lock them.
+    let mut seen: HashMap<String, i64> =
+        sqlx::query_as("SELECT id, seq FROM graph_nodes WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&owner_ids)
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+
+    let mut applied = Vec::with_capacity(changes.len());
+    let mut bare: HashMap<String, &NodeKey> = HashMap::new();
+    let mut owners: HashMap<String, (&NodeKey, Map<String, Value>, i64)> = HashMap::new();
+    let mut replaced: HashSet<(String, &'static str)> = HashSet::new();
+    let mut edges: HashMap<(String, &'static str, String, String), &Map<String, Value>> =
+        HashMap::new();
+    for change in changes {
+        let owner = change.owner.id();
+        if seen.get(&owner).is_some_and(|s| *s >= change.sequence) {
+            applied.push(Applied::Skipped);
+            continue;
+        }
+        seen.insert(owner.clone(), change.sequence);
+        for n in &change.nodes {
+            bare.entry(n.id()).or_insert(n);
+        }
+        let entry = owners
+            .entry(owner.clone())
+            .or_insert_with(|| (&change.owner, Map::new(), change.sequence));
+        entry.1.extend(
+            change
+                .owner_props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        entry.2 = change.sequence;
+        for rel in &change.replace {
+            replaced.insert((owner.clone(), *rel));
+            edges.retain(|(src, r, _, _), _| !(src == &owner && r == rel));
+        }
+        for e in &change.edges {
+            edges.insert((e.from.id(), e.rel, e.to.id(), e.key.clone()), &e.props);
+        }
+        applied.push(Applied::Applied);
+    }
+
+    if !bare.is_empty() {
+        let (ids, (labels, keys)): (Vec<&String>, (Vec<&str>, Vec<&str>)) = bare
+            .iter()
+            .map(|(id, n)| (id, (n.label, n.key.as_str())))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO graph_nodes (id, label, key) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(labels)
+        .bind(keys)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !owners.is_empty() {
+        let mut ids = Vec::with_capacity(owners.len());
+        let mut labels = Vec::with_capacity(owners.len());
+        let mut keys = Vec::with_capacity(owners.len());
+        let mut props = Vec::with_capacity(owners.len());
+        let mut seqs = Vec::with_capacity(owners.len());
+        for (id, (node, p, seq)) in owners {
+            ids.push(id);
+            labels.push(node.label);
+            keys.push(node.key.as_str());
+            props.push(Value::Object(p));
+            seqs.push(seq);
+        }
+        sqlx::query(
+            "INSERT INTO graph_nodes (id, label, key, props, seq) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[]) \
+             ON CONFLICT (id) DO UPDATE SET props = graph_nodes.props || EXCLUDED.props, seq = EXCLUDED.seq",
+        )
+        .bind(&ids)
+        .bind(&labels)
+        .bind(&keys)
+        .bind(&props)
+        .bind(&seqs)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !replaced.is_empty() {
+        let (src, rel): (Vec<String>, Vec<&str>) = replaced.into_iter().unzip();
+        sqlx::query(
+            "DELETE FROM graph_edges e USING UNNEST($1::text[], $2::text[]) AS r(src, rel) \
+             WHERE e.src = r.src AND e.rel = r.rel",
+        )
+        .bind(&src)
+        .bind(&rel)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !edges.is_empty() {
+        let mut src = Vec::with_capacity(edges.len());
+        let mut rel = Vec::with_capacity(edges.len());
+        let mut dst = Vec::with_capacity(edges.len());
+        let mut key = Vec::with_capacity(edges.len());
+        let mut props = Vec::with_capacity(edges.len());
+        for ((s, r, d, k), p) in edges {
+            src.push(s);
+            rel.push(r);
+            dst.push(d);
+            key.push(k);
+            props.push(Value::Object(p.clone()));
+        }
+        sqlx::query(
+            "INSERT INTO graph_edges (src, rel, dst, key, props) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+             ON CONFLICT (src, rel, dst, key) DO UPDATE SET props = EXCLUDED.props",
+        )
+        .bind(&src)
+        .bind(&rel)
+        .bind(&dst)
+        .bind(&key)
+        .bind(&props)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(applied)
 }
 
 /// Reads of the Postgres graph (a read-only pool is enough).

@@ -4,6 +4,7 @@
 mod audit;
 mod crash;
 mod dead_letters;
+mod graph_batch;
 mod live;
 mod queries;
 mod rebuild;
