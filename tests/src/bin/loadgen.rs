@@ -10,7 +10,10 @@
 //!
 //! The three services run as their own processes (release binaries next to
 //! this one) over a fresh database and a private nats-server; their peak RSS
-//! (VmHWM) is read at the end. Parts:
+//! (VmHWM) is read at the end. Before each figure and each baseline the run
+//! waits until the outbox is empty and every projection has reached the
+//! stream's end, so that neither pays for the backlog of the step before.
+//! Parts:
 //! 1. durable SubmitTask commands/s over HTTP at 1, 16 and 64 clients
 //!    (p50/p95/p99) next to raw single-row INSERT commits at the same concurrency;
 //! 2. `GET /api/v1/tasks/{id}` at 16 and 64 clients next to raw `SELECT` by key;
@@ -137,7 +140,56 @@ fn figure(what: &str, clients: usize, rate: f64, lat: &[f64], raw: f64) -> Figur
     }
 }
 
-async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figure>) {
+/// Waits until the system has caught up with what was sent so far: the
+/// outbox empty and every projection (and the coordinator's view) at the
+/// stream's end. Each figure and its baseline then start from an idle
+/// machine, neither paying for the previous step's backlog.
+async fn settle(db: &TestDb, nats_url: &str) {
+    let started = Instant::now();
+    let pool = db.pool().await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("nats"));
+    let stream_end = || async {
+        match js.get_stream(schemas::subjects::DEFAULT_STREAM).await {
+            Ok(mut s) => s.info().await.map_or(0, |i| i.state.last_sequence as i64),
+            Err(_) => 0,
+        }
+    };
+    loop {
+        let end = stream_end().await;
+        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(i64::MAX);
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT stream_sequence FROM projector_checkpoints \
+               UNION ALL SELECT stream_sequence FROM coordinator_checkpoint) c \
+             WHERE stream_sequence < $1",
+        )
+        .bind(end)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(i64::MAX);
+        if outbox == 0 && behind == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            eprintln!("  (not settled after 300 s: outbox {outbox}, {behind} projection(s) behind; going on)");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The last batches' commits, checkpoints and acks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("  settled in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn commands(
+    db: &TestDb,
+    nats_url: &str,
+    command_url: &str,
+    secs: f64,
+    out: &mut Vec<Figure>,
+) {
     let pool = db.pool().await;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS bench_events (aggregate_type text, aggregate_id text, \
@@ -149,6 +201,7 @@ async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figur
     .expect("baseline table");
     let http = reqwest::Client::new();
     for clients in [1usize, 16, 64] {
+        settle(db, nats_url).await;
         eprintln!("commands at {clients} client(s) for {secs} s …");
         let (h, url) = (http.clone(), command_url.to_string());
         let (rate, lat) = drive(clients, secs, move |_| {
@@ -164,6 +217,7 @@ async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figur
             }
         })
         .await;
+        settle(db, nats_url).await;
         let raw_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(raw_connections(clients))
             .connect(&db.url)
@@ -193,7 +247,7 @@ async fn commands(db: &TestDb, command_url: &str, secs: f64, out: &mut Vec<Figur
     }
 }
 
-async fn queries(db: &TestDb, query_url: &str, secs: f64, out: &mut Vec<Figure>) {
+async fn queries(db: &TestDb, nats_url: &str, query_url: &str, secs: f64, out: &mut Vec<Figure>) {
     let pool = db.pool().await;
     let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tasks LIMIT 2000")
         .fetch_all(&pool)
@@ -206,6 +260,7 @@ async fn queries(db: &TestDb, query_url: &str, secs: f64, out: &mut Vec<Figure>)
     let ids = Arc::new(ids);
     let http = reqwest::Client::new();
     for clients in [16usize, 64] {
+        settle(db, nats_url).await;
         eprintln!("queries at {clients} clients for {secs} s …");
         let (h, url, ids2) = (http.clone(), query_url.to_string(), ids.clone());
         let (rate, lat) = drive(clients, secs, move |i| {
@@ -300,7 +355,9 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
                 fail(format!("submit answered {body}"));
                 return None;
             };
-            // min_version waits (up to 2 s per call) until the projection has it.
+            // min_version waits (up to 2 s per call) until the projection
+            // has it; a 503 says when to come back (Retry-After), as a
+            // well-behaved client would.
             let mut last = String::new();
             for _ in 0..15 {
                 let r = h
@@ -311,7 +368,17 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
                     Ok(r) if r.status().is_success() => {
                         return Some(acked.elapsed().as_secs_f64() * 1000.0)
                     }
-                    Ok(r) => last = format!("read answered {}", r.status()),
+                    Ok(r) => {
+                        last = format!("read answered {}", r.status());
+                        let retry_after = r
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if let Some(secs) = retry_after {
+                            tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
+                        }
+                    }
                     Err(e) => last = format!("read: {e}"),
                 }
             }
@@ -481,12 +548,13 @@ async fn main() {
         .await;
         let query = Service::start("query-service", "query-service", &[], &env, "QUERY_BIND").await;
         if wants("commands") || wants("queries") {
-            commands(&db, &command.url, secs, &mut report.throughput).await;
+            commands(&db, &nats.url(), &command.url, secs, &mut report.throughput).await;
         }
         if wants("queries") {
-            queries(&db, &query.url, secs, &mut report.throughput).await;
+            queries(&db, &nats.url(), &query.url, secs, &mut report.throughput).await;
         }
         if wants("visibility") {
+            settle(&db, &nats.url()).await;
             report.visibility = Some(visibility(&command.url, &query.url, rate, vis_secs).await);
         }
         for s in [&command, &projectors, &query] {
