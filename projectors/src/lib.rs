@@ -135,6 +135,9 @@ pub async fn connect_pool(config: &Config) -> Result<PgPool, StartError> {
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping round trip before every batch: a broken connection fails
+        // the batch, which is retried from its checkpoint.
+        .test_before_acquire(false)
         .connect_with(service_kit::custom_plans(options))
         .await?;
     if config.run_migrations {

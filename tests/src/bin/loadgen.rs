@@ -127,6 +127,17 @@ fn raw_connections(clients: usize) -> u32 {
     clients.min(32) as u32
 }
 
+/// The raw baselines' pool, set up as the services set up theirs (no ping
+/// before each statement), so that a ratio measures what the service adds.
+async fn raw_pool(db: &TestDb, clients: usize) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(raw_connections(clients))
+        .test_before_acquire(false)
+        .connect(&db.url)
+        .await
+        .expect("pool")
+}
+
 fn figure(what: &str, clients: usize, rate: f64, lat: &[f64], raw: f64) -> Figure {
     Figure {
         what: what.into(),
@@ -218,11 +229,7 @@ async fn commands(
         })
         .await;
         settle(db, nats_url).await;
-        let raw_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(raw_connections(clients))
-            .connect(&db.url)
-            .await
-            .expect("pool");
+        let raw_pool = raw_pool(db, clients).await;
         let (raw, _) = drive(clients, secs, move |i| {
             let pool = raw_pool.clone();
             async move {
@@ -274,11 +281,7 @@ async fn queries(db: &TestDb, nats_url: &str, query_url: &str, secs: f64, out: &
             }
         })
         .await;
-        let raw_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(raw_connections(clients))
-            .connect(&db.url)
-            .await
-            .expect("pool");
+        let raw_pool = raw_pool(db, clients).await;
         let ids3 = ids.clone();
         let (raw, _) = drive(clients, secs, move |i| {
             let (pool, id) = (raw_pool.clone(), ids3[i % ids3.len()]);
