@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p command-service -p projectors -p query-service -p tests
 //! cargo run --release -p tests --bin loadgen -- [--quick] [--json] [--secs N]
-//!     [--rate R] [--visibility-secs S] [--relay-events N] [--rebuild-events N]
+//!     [--rate R] [--visibility-secs S] [--relay-events N] [--relay-batch N] [--rebuild-events N]
 //!     [--parts commands,queries,visibility,relay,rebuild]
 //! ```
 //!
@@ -411,7 +411,7 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
 }
 
 /// The relay draining a backlog next to raw JetStream publishes (in process).
-async fn relay_drain(events: i64) -> Figure {
+async fn relay_drain(events: i64, relay_batch: u32) -> Figure {
     eprintln!("relay: filling an outbox backlog of {events} events …");
     let db = TestDb::new().await;
     let nats = NatsServer::start().await;
@@ -433,9 +433,10 @@ async fn relay_drain(events: i64) -> Figure {
     .execute(&pool)
     .await
     .expect("backlog");
+    eprintln!("relay: draining the backlog …");
     let started = Instant::now();
     let mut c = tests::config(&db, &nats);
-    c.relay_batch_size = 1000;
+    c.relay_batch_size = relay_batch;
     let server = tests::start_service(c).await;
     while tests::outbox_len(&pool).await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -501,6 +502,7 @@ async fn main() {
     let vis_secs: f64 = arg(&args, "--visibility-secs").unwrap_or(if quick { 10.0 } else { 30.0 });
     let relay_events: i64 =
         arg(&args, "--relay-events").unwrap_or(if quick { 20_000 } else { 100_000 });
+    let relay_batch: u32 = arg(&args, "--relay-batch").unwrap_or(1000);
     let rebuild_events: usize =
         arg(&args, "--rebuild-events").unwrap_or(if quick { 50_000 } else { 500_000 });
     let parts: Vec<String> = arg::<String>(&args, "--parts")
@@ -571,7 +573,9 @@ async fn main() {
         }
     }
     if wants("relay") {
-        report.throughput.push(relay_drain(relay_events).await);
+        report
+            .throughput
+            .push(relay_drain(relay_events, relay_batch).await);
     }
     if wants("rebuild") {
         let (_, r) = tests::bench::rebuild_read_models(rebuild_events, 1000).await;
