@@ -4,8 +4,6 @@
 //!
 //! The copy is built in its own schema (`rebuild_<projection>_<ms>`) by the
 //! same projection code, through a pool whose `search_path` is that schema.
-//! Its secondary indexes are dropped for the bulk load and built once it has
-//! reached the stream end seen at the start.
 //! At the end, under the live projection's lock (live batches wait), the copy
 //! catches up to at least the live checkpoint; then either the tables change
 //! places (`ALTER … SET SCHEMA`, one transaction: no reader sees a half-built
@@ -114,9 +112,6 @@ pub async fn rebuild(
         guard.execute(sql).await?;
     }
     guard.execute("SET search_path TO DEFAULT").await?;
-    // The copy is bulk-loaded without its secondary indexes, which are built
-    // once at the end: one sorted build instead of an index insert per row.
-    let deferred = drop_secondary_indexes(&mut guard, &schema).await?;
 
     let copy = copy_pool(pool, &schema).await?;
     let started = Instant::now();
@@ -152,8 +147,6 @@ pub async fn rebuild(
         position = n.1.max(position);
         progress(applied, end);
     }
-
-    build_indexes(&mut guard, &schema, &deferred).await?;
 
     // Catch up to the live checkpoint with the live projection held, then finish.
     let mut tx = pool.begin().await?;
@@ -288,49 +281,6 @@ async fn next_batch(
     }
     let outcome = process_batch(copy, projection, 3, &batch).await?;
     Ok((outcome.applied, last))
-}
-
-/// Drops the copy's non-unique indexes and returns their definitions.
-/// Primary keys and unique indexes stay: the projection's upserts need them.
-async fn drop_secondary_indexes(
-    conn: &mut PgConnection,
-    schema: &str,
-) -> sqlx::Result<Vec<(String, String)>> {
-    let indexes: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid) \
-         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND NOT i.indisprimary AND NOT i.indisunique \
-         ORDER BY 1",
-    )
-    .bind(schema)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (name, _) in &indexes {
-        conn.execute(format!("DROP INDEX {schema}.\"{name}\"").as_str())
-            .await?;
-    }
-    Ok(indexes)
-}
-
-/// Builds the indexes [`drop_secondary_indexes`] deferred (their definitions
-/// name the copy's schema), then refreshes the planner's statistics, which a
-/// freshly loaded table lacks.
-async fn build_indexes(
-    conn: &mut PgConnection,
-    schema: &str,
-    indexes: &[(String, String)],
-) -> sqlx::Result<()> {
-    conn.execute("SET maintenance_work_mem = '256MB'").await?;
-    for (name, definition) in indexes {
-        tracing::info!(index = %name, "rebuild: building a deferred index");
-        conn.execute(definition.as_str()).await?;
-    }
-    for t in TABLES {
-        conn.execute(format!("ANALYZE {schema}.{t}").as_str())
-            .await?;
-    }
-    Ok(())
 }
 
 /// Drops copies left by aborted rebuilds (we hold the rebuild lock).
