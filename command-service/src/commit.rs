@@ -111,23 +111,24 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
 
 /// Commits `batch` in one transaction, or, if that fails and it holds more
 /// than one job, each job in its own.
-async fn commit_batch(pool: &PgPool, mut batch: Vec<Job>) {
-    let result = write(pool, &batch).await;
-    if batch.len() == 1 {
-        if let Some(job) = batch.pop() {
-            let _ = job.reply.send(result);
+async fn commit_batch(pool: &PgPool, batch: Vec<Job>) {
+    match write(pool, &batch).await {
+        Ok(()) => {
+            for job in batch {
+                let _ = job.reply.send(Ok(()));
+            }
         }
-        return;
-    }
-    if result.is_ok() {
-        for job in batch {
-            let _ = job.reply.send(Ok(()));
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
         }
-        return;
-    }
-    for job in batch {
-        let result = write(pool, std::slice::from_ref(&job)).await;
-        let _ = job.reply.send(result);
+        Err(_) => {
+            for job in batch {
+                let result = write(pool, std::slice::from_ref(&job)).await;
+                let _ = job.reply.send(result);
+            }
+        }
     }
 }
 

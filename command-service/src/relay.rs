@@ -166,25 +166,29 @@ impl OutboxRow {
     /// The published body: [`Self::envelope`] serialised, with the payload
     /// copied as stored rather than parsed and re-serialised.
     pub fn wire_body(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let payload: &RawValue = serde_json::from_str(&self.payload)?;
-        let envelope = self.envelope_without_payload();
+        Self::body(&self.envelope_without_payload(), &self.payload)
+    }
+
+    /// `envelope` serialised with `payload` (JSON text) in its place.
+    fn body(envelope: &EventEnvelope, payload: &str) -> Result<Vec<u8>, serde_json::Error> {
+        let payload: &RawValue = serde_json::from_str(payload)?;
         serde_json::to_vec(&WireEnvelope {
             event_id: envelope.event_id,
-            aggregate_type: &self.aggregate_type,
-            aggregate_id: &self.aggregate_id,
-            sequence: self.sequence,
-            event_type: &self.event_type,
-            event_version: &self.event_version,
+            aggregate_type: &envelope.aggregate_type,
+            aggregate_id: &envelope.aggregate_id,
+            sequence: envelope.sequence,
+            event_type: &envelope.event_type,
+            event_version: &envelope.event_version,
             occurred_at: envelope.occurred_at,
             metadata: &envelope.metadata,
             payload,
-            hash: self.hash.as_deref(),
+            hash: envelope.hash.as_deref(),
         })
     }
 
     fn publish_message(&self) -> Result<PublishMessage, serde_json::Error> {
-        let body = self.wire_body()?;
         let envelope = self.envelope_without_payload();
+        let body = Self::body(&envelope, &self.payload)?;
         let mut h = HeaderMap::new();
         h.insert(NATS_MESSAGE_ID, self.message_id().as_str());
         h.insert(headers::EVENT_TYPE, self.event_type.as_str());

@@ -13,84 +13,12 @@ use crate::runtime::Applied;
 
 /// Applies a change unless the owner node has already seen its sequence.
 pub async fn apply(conn: &mut PgConnection, change: &GraphChange) -> Result<Applied, sqlx::Error> {
-    let owner = change.owner.id();
-    let seq: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM graph_nodes WHERE id = $1 FOR UPDATE")
-            .bind(&owner)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if seq.is_some_and(|s| s >= change.sequence) {
-        return Ok(Applied::Skipped);
-    }
-    let mut ids = Vec::new();
-    let mut labels = Vec::new();
-    let mut keys = Vec::new();
-    for n in &change.nodes {
-        ids.push(n.id());
-        labels.push(n.label.to_string());
-        keys.push(n.key.clone());
-    }
-    if !ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO graph_nodes (id, label, key) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&labels)
-        .bind(&keys)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query(
-        "INSERT INTO graph_nodes (id, label, key, props, seq) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (id) DO UPDATE SET props = graph_nodes.props || EXCLUDED.props, seq = EXCLUDED.seq",
-    )
-    .bind(&owner)
-    .bind(change.owner.label)
-    .bind(&change.owner.key)
-    .bind(Value::Object(change.owner_props.clone()))
-    .bind(change.sequence)
-    .execute(&mut *conn)
-    .await?;
-    if !change.replace.is_empty() {
-        let rels: Vec<String> = change.replace.iter().map(|r| r.to_string()).collect();
-        sqlx::query("DELETE FROM graph_edges WHERE src = $1 AND rel = ANY($2)")
-            .bind(&owner)
-            .bind(&rels)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if !change.edges.is_empty() {
-        let mut src = Vec::new();
-        let mut rel = Vec::new();
-        let mut dst = Vec::new();
-        let mut key = Vec::new();
-        let mut props = Vec::new();
-        for e in &change.edges {
-            src.push(e.from.id());
-            rel.push(e.rel.to_string());
-            dst.push(e.to.id());
-            key.push(e.key.clone());
-            props.push(Value::Object(e.props.clone()));
-        }
-        sqlx::query(
-            "INSERT INTO graph_edges (src, rel, dst, key, props) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
-             ON CONFLICT (src, rel, dst, key) DO UPDATE SET props = EXCLUDED.props",
-        )
-        .bind(&src)
-        .bind(&rel)
-        .bind(&dst)
-        .bind(&key)
-        .bind(&props)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(Applied::Applied)
+    let applied = apply_batch(conn, std::slice::from_ref(change)).await?;
+    Ok(applied.into_iter().next().unwrap_or(Applied::Skipped))
 }
 
-/// Applies a batch of changes, in order, with five statements whatever its
-/// size: the same result as [`apply`] for each change in turn. Changes are
+/// Applies a batch of changes, in order, with at most five statements
+/// whatever its size: the same result as applying each change in turn. Changes are
 /// folded first: an owner's properties merge (later keys win, as `||` does),
 /// an edge written twice keeps its last properties, and a replaced
 /// relationship type drops the edges added before the replacement too.
@@ -108,7 +36,6 @@ pub async fn apply_batch(
     let mut seen: HashMap<String, i64> =
         sqlx::query_as("SELECT id, seq FROM graph_nodes WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .bind(&owner_ids)
-            .persistent(false)
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
