@@ -5,5 +5,6 @@
 mod bad_input;
 mod concurrency;
 mod flow;
+mod group_commit;
 mod relay;
 mod support;
