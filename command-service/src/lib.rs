@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 use http::context::Tokens;
-use http::{AppState, Limits};
+use http::{AppState, Limits, Shared};
 use relay::{OutboxSignal, Relay, RelaySettings, RelayStatus};
 use store::EventStores;
 use stream::StreamSettings;
@@ -119,14 +119,14 @@ impl Server {
             stop.clone(),
         );
         // The coordinator's own few connections: its queries scan views that
-        // grow while it runs (see `service_kit::custom_plans`), and its ticks
+        // grow while it runs (see `service_kit::index_plans`), and its ticks
         // do not wait behind commands for a connection.
         let coordinator_pool = if config.coordinator_enabled {
             Some(
                 PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(service_kit::custom_plans((*pool.connect_options()).clone()))
+                    .connect_with(service_kit::index_plans((*pool.connect_options()).clone()))
                     .await?,
             )
         } else {
@@ -150,7 +150,7 @@ impl Server {
             )
         });
         let heartbeats = liveness::listen(pool.clone(), nats.clone(), stop.clone());
-        let state = AppState {
+        let state = AppState::new(Shared {
             heartbeat_window_secs: config.heartbeat_window_secs,
             stores,
             tokens,
@@ -158,7 +158,7 @@ impl Server {
             nats: nats.clone(),
             relay: relay_status.clone(),
             relay_enabled: config.relay_enabled,
-        };
+        });
         let limits = Limits {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout(),

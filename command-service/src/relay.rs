@@ -412,6 +412,13 @@ impl Relay {
         sqlx::query("SET synchronous_commit = off")
             .execute(&mut conn)
             .await?;
+        // The outbox churns like a queue: its statistics lag its size, and a
+        // plan priced with them scans every dead row of it for each batch's
+        // delete (see `service_kit::index_plans`). Every statement here reads
+        // the primary key.
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut conn)
+            .await?;
         let mut listener = match PgListener::connect_with(&self.pool).await {
             Ok(mut l) => match l.listen(CHANNEL).await {
                 Ok(()) => Some(l),

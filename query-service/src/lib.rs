@@ -90,7 +90,7 @@ impl Server {
             (None, None)
         };
         let commits = listen_for_commits(pool.clone(), stop.clone());
-        let state = http::AppState {
+        let state = http::AppState::new(http::Shared {
             visibility: visibility::Visibility::start(pool.clone(), commits),
             stopping: stop.clone(),
             stores,
@@ -98,7 +98,7 @@ impl Server {
             nats,
             stream: config.stream_name.clone(),
             min_version_wait: config.min_version_wait(),
-        };
+        });
         let app = http::router(
             state,
             Duration::from_secs(config.request_timeout_secs),

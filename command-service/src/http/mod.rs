@@ -29,9 +29,28 @@ use context::{RequestContext, Tokens};
 
 pub use tasks::idempotent_task_id;
 
-/// What every handler can reach.
+/// What every handler can reach: one allocation shared by every request
+/// (axum clones the state for each request; a clone of this is one
+/// reference count).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state's fields.
+pub struct Shared {
     pub stores: Arc<EventStores>,
     pub tokens: Arc<Tokens>,
     pub pool: PgPool,

@@ -167,10 +167,7 @@ async fn settle(db: &TestDb, nats_url: &str) {
     };
     loop {
         let end = stream_end().await;
-        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(i64::MAX);
+        let outbox_empty = tests::outbox_empty(&pool).await;
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT stream_sequence FROM projector_checkpoints \
                UNION ALL SELECT stream_sequence FROM coordinator_checkpoint) c \
@@ -180,10 +177,11 @@ async fn settle(db: &TestDb, nats_url: &str) {
         .fetch_one(&pool)
         .await
         .unwrap_or(i64::MAX);
-        if outbox == 0 && behind == 0 {
+        if outbox_empty && behind == 0 {
             break;
         }
         if started.elapsed() > Duration::from_secs(300) {
+            let outbox = tests::outbox_len(&pool).await;
             eprintln!("  (not settled after 300 s: outbox {outbox}, {behind} projection(s) behind; going on)");
             return;
         }
@@ -438,7 +436,7 @@ async fn relay_drain(events: i64, relay_batch: u32) -> Figure {
     let mut c = tests::config(&db, &nats);
     c.relay_batch_size = relay_batch;
     let server = tests::start_service(c).await;
-    while tests::outbox_len(&pool).await > 0 {
+    while !tests::outbox_empty(&pool).await {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let relay_secs = started.elapsed().as_secs_f64();
