@@ -36,6 +36,11 @@ use tests::bench::{percentile as pct, Service};
 use tests::{NatsServer, TestDb};
 use uuid::Uuid;
 
+/// The allocator of the service binaries (mimalloc; see `projectors/src/main.rs`):
+/// the rebuild runs here in process, as it does in `projectors rebuild`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, serde::Serialize)]
 struct Figure {
     what: String,

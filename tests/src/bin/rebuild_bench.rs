@@ -6,6 +6,11 @@
 //! `cargo run --release -p tests --bin rebuild_bench -- [events] [batch]`
 //! (defaults 500000 and 1000).
 
+/// The allocator of the service binaries (mimalloc; see `projectors/src/main.rs`):
+/// the rebuild runs here in process, as it does in `projectors rebuild`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
