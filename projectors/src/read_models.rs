@@ -223,10 +223,10 @@ impl<R: Row> Rows<R> {
 }
 
 /// The rows one batch touches, what it changed, and the history it adds.
-struct Batch {
+struct Batch<'a> {
     tasks: Rows<TaskRow>,
     agents: Rows<AgentRow>,
-    history: Vec<Value>,
+    history: Vec<HistoryRow<'a>>,
 }
 
 /// The aggregate id of an event as a UUID.
@@ -239,7 +239,7 @@ fn aggregate_uuid(event: &ProjectedEvent) -> Result<Uuid, ApplyError> {
     })
 }
 
-impl Batch {
+impl<'a> Batch<'a> {
     /// Reads every row the events touch, in one statement per table.
     async fn load(conn: &mut PgConnection, events: &[ProjectedEvent]) -> Result<Self, ApplyError> {
         let (mut task_ids, mut agent_ids) = (Vec::new(), Vec::new());
@@ -262,7 +262,7 @@ impl Batch {
     /// Folds one event into its row: applied if it is the row's next event
     /// (or creates a row that does not exist), skipped if the row has it
     /// already, refused otherwise.
-    fn fold(&mut self, event: &ProjectedEvent) -> Result<Applied, ApplyError> {
+    fn fold(&mut self, event: &'a ProjectedEvent) -> Result<Applied, ApplyError> {
         let id = aggregate_uuid(event)?;
         let seq = event.envelope.sequence;
         let (table, creates) = match &event.event {
@@ -326,11 +326,30 @@ impl Batch {
         self.tasks.write(conn).await?;
         self.agents.write(conn).await?;
         if !self.history.is_empty() {
+            // Column by column as typed arrays: Postgres reads these far
+            // cheaper than one JSON document of rows (JSON parsing was a fifth
+            // of a rebuild's machine time).
+            let h = &self.history;
             sqlx::query(
-                "INSERT INTO task_events SELECT * FROM jsonb_populate_recordset(NULL::task_events, $1) \
+                "INSERT INTO task_events (task_id, sequence, stream_sequence, event_id, event_type, \
+                     occurred_at, actor, correlation_id, causation_id, request_id, agent_id, payload) \
+                 SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::uuid[], $5::text[], \
+                     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], \
+                     $12::jsonb[]) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(Json(&self.history))
+            .bind(h.iter().map(|r| r.task_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.sequence).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| bigint(r.stream_sequence)).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.event_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.event_type).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.actor).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.correlation_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.causation_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.request_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.agent_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| Json(&r.payload)).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }
@@ -558,31 +577,65 @@ fn event_agent(e: &TaskEvent) -> Option<Uuid> {
     }
 }
 
-/// The `task_events` row of an event, as JSON for `jsonb_populate_recordset`.
-fn history_row(
+/// A `task_events` row; field names are its column names.
+struct HistoryRow<'a> {
+    task_id: Uuid,
+    sequence: i64,
+    stream_sequence: u64,
+    event_id: Uuid,
+    event_type: &'a str,
+    occurred_at: DateTime<Utc>,
+    actor: &'a str,
+    correlation_id: &'a str,
+    causation_id: &'a str,
+    request_id: &'a str,
+    agent_id: Option<Uuid>,
+    payload: Payload<'a>,
+}
+
+/// A task event's fields without the variant name around them, as
+/// `task_events.payload` keeps them. Serialised straight from the event:
+/// no intermediate JSON tree (it was a tenth of a rebuild's own CPU).
+struct Payload<'a>(&'a TaskEvent);
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            TaskEvent::TaskSubmitted(e) => e.serialize(s),
+            TaskEvent::TaskScheduled(e) => e.serialize(s),
+            TaskEvent::TaskQueued(e) => e.serialize(s),
+            TaskEvent::TaskAssigned(e) => e.serialize(s),
+            TaskEvent::TaskStarted(e) => e.serialize(s),
+            TaskEvent::TaskProgressReported(e) => e.serialize(s),
+            TaskEvent::TaskSucceeded(e) => e.serialize(s),
+            TaskEvent::TaskFailed(e) => e.serialize(s),
+            TaskEvent::TaskRetryScheduled(e) => e.serialize(s),
+            TaskEvent::TaskCancelled(e) => e.serialize(s),
+            TaskEvent::TaskTimedOut(e) => e.serialize(s),
+        }
+    }
+}
+
+/// The `task_events` row of an event.
+fn history_row<'a>(
     id: Uuid,
     at: DateTime<Utc>,
-    event: &ProjectedEvent,
-    task_event: &TaskEvent,
-) -> Value {
+    event: &'a ProjectedEvent,
+    task_event: &'a TaskEvent,
+) -> HistoryRow<'a> {
     let e = &event.envelope;
-    let payload = serde_json::to_value(task_event).unwrap_or_default();
-    let inner = payload
-        .get(task_event.event_type())
-        .cloned()
-        .unwrap_or(payload);
-    json!({
-        "task_id": id,
-        "sequence": e.sequence,
-        "stream_sequence": event.stream_sequence,
-        "event_id": e.event_id,
-        "event_type": e.event_type,
-        "occurred_at": at,
-        "actor": e.metadata.actor,
-        "correlation_id": e.metadata.correlation_id,
-        "causation_id": e.metadata.causation_id,
-        "request_id": e.metadata.request_id,
-        "agent_id": event_agent(task_event),
-        "payload": inner,
-    })
+    HistoryRow {
+        task_id: id,
+        sequence: e.sequence,
+        stream_sequence: event.stream_sequence,
+        event_id: e.event_id,
+        event_type: &e.event_type,
+        occurred_at: at,
+        actor: &e.metadata.actor,
+        correlation_id: &e.metadata.correlation_id,
+        causation_id: &e.metadata.causation_id,
+        request_id: &e.metadata.request_id,
+        agent_id: event_agent(task_event),
+        payload: Payload(task_event),
+    }
 }
