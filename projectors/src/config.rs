@@ -164,6 +164,10 @@ pub enum Command {
     Rebuild {
         #[arg(long, default_value = crate::read_models::NAME)]
         projection: String,
+        /// Events per transaction in each lane of the copy (a rebuild is a
+        /// bulk load: larger batches than the live `--batch-size`).
+        #[arg(long, default_value_t = crate::rebuild::DEFAULT_BATCH)]
+        batch: usize,
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +176,10 @@ pub enum Command {
     Verify {
         #[arg(long, default_value = crate::read_models::NAME)]
         projection: String,
+        /// Events per transaction in each lane of the copy (a rebuild is a
+        /// bulk load: larger batches than the live `--batch-size`).
+        #[arg(long, default_value_t = crate::rebuild::DEFAULT_BATCH)]
+        batch: usize,
         #[arg(long)]
         json: bool,
     },

@@ -152,7 +152,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 n as f64 / secs.max(1e-9)
             );
         }
-        Command::Rebuild { projection, json } | Command::Verify { projection, json } => {
+        Command::Rebuild {
+            projection,
+            batch,
+            json,
+        }
+        | Command::Verify {
+            projection,
+            batch,
+            json,
+        } => {
             let finish = if matches!(config.command, Some(Command::Verify { .. })) {
                 rebuild::Finish::Verify
             } else {
@@ -186,7 +195,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                     &config.stream_name,
                     p.as_ref(),
                     finish,
-                    config.batch_size.max(1),
+                    batch.max(1),
                     |done, end| {
                         bar.set_length(end);
                         bar.set_position(done);

@@ -37,6 +37,12 @@ use crate::runtime::{
 const TABLES: &[&str] = &["agents", "tasks", "task_events"];
 const VIEWS: &[&str] = &["task_stats"];
 
+/// Events per transaction and lane when none is given. Measured here (2 cores,
+/// 500,000 events, 3 lanes): 1,000 → 46,400–48,900 events/s; 2,000, 5,000
+/// and 10,000 → 51,800–52,800 events/s. A round holds a batch per lane, and
+/// twice a round is read ahead.
+pub const DEFAULT_BATCH: usize = 2000;
+
 /// What to do with the copy once it has caught up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {

@@ -581,7 +581,9 @@ async fn main() {
             .push(relay_drain(relay_events, relay_batch).await);
     }
     if wants("rebuild") {
-        let (_, r) = tests::bench::rebuild_read_models(rebuild_events, 1000).await;
+        let (_, r) =
+            tests::bench::rebuild_read_models(rebuild_events, projectors::rebuild::DEFAULT_BATCH)
+                .await;
         report.rebuild = Some(Rebuild {
             events: r.events,
             seconds: r.seconds,
