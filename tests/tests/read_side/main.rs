@@ -8,4 +8,5 @@ mod graph_batch;
 mod live;
 mod queries;
 mod rebuild;
+mod row_writes;
 mod support;
