@@ -328,17 +328,18 @@ async fn take_secondary_indexes(
     Ok(indexes.into_iter().map(|(_, def)| def).collect())
 }
 
-/// Builds the dropped indexes, as many at once as the copy has connections.
+/// Builds the dropped indexes, as many at once as the copy has connections
+/// (with the server's `maintenance_work_mem`: 256 MB measured no faster,
+/// 1.30–1.35 s against 1.24–1.26 s for all of them after 500,000 events).
 async fn build_indexes(copy: &PgPool, indexes: Vec<String>) -> sqlx::Result<()> {
-    let per = (indexes.len() / copy.options().get_max_connections() as usize).max(1);
+    let connections = (copy.options().get_max_connections() as usize).max(1);
+    let per = indexes.len().div_ceil(connections).max(1);
     let chunks: Vec<Vec<String>> = indexes.chunks(per).map(<[String]>::to_vec).collect();
     futures::future::try_join_all(chunks.into_iter().map(|chunk| async move {
         let mut conn = copy.acquire().await?;
-        conn.execute("SET maintenance_work_mem = '256MB'").await?;
         for def in chunk {
             conn.execute(def.as_str()).await?;
         }
-        conn.execute("RESET maintenance_work_mem").await?;
         Ok::<_, sqlx::Error>(())
     }))
     .await?;
