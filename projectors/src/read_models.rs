@@ -341,18 +341,18 @@ impl<'a> Batch<'a> {
                      $12::jsonb[]) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(h.iter().map(|r| r.task_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.sequence).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| bigint(r.stream_sequence)).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.event_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.event_type).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.actor).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.correlation_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.causation_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.request_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.agent_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| Json(&r.payload)).collect::<Vec<_>>())
+            .bind(column(h, |r| r.task_id))
+            .bind(column(h, |r| r.sequence))
+            .bind(column(h, |r| bigint(r.stream_sequence)))
+            .bind(column(h, |r| r.event_id))
+            .bind(column(h, |r| r.event_type))
+            .bind(column(h, |r| r.occurred_at))
+            .bind(column(h, |r| r.actor))
+            .bind(column(h, |r| r.correlation_id))
+            .bind(column(h, |r| r.causation_id))
+            .bind(column(h, |r| r.request_id))
+            .bind(column(h, |r| r.agent_id))
+            .bind(column(h, |r| Json(&r.payload)))
             .execute(&mut *conn)
             .await?;
         }
@@ -382,20 +382,14 @@ fn array_literal<T: std::fmt::Display>(items: &[T]) -> String {
     out
 }
 
-/// Inserts or replaces task rows in one statement, column by column as typed
-/// arrays: Postgres reads these far cheaper than a JSON document of rows
-/// (parsing that document was the largest part of a rebuild's database time).
-async fn write_tasks(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<(), ApplyError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let set = TASK_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .filter(|c| *c != "id")
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+/// One column of `rows`, as an array parameter for `unnest`.
+fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
+}
+
+/// The task upsert over typed column arrays ($1…$32 in `TASK_COLUMNS` order;
+/// the two array columns arrive as array literals and are cast back).
+static TASK_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let select = TASK_COLUMNS
         .split(',')
         .map(str::trim)
@@ -406,7 +400,7 @@ async fn write_tasks(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<(), A
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
+    format!(
         "INSERT INTO tasks ({TASK_COLUMNS}) SELECT {select} FROM unnest(\
              $1::uuid[], $2::int8[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::uuid[], \
              $8::uuid[], $9::jsonb[], $10::jsonb[], $11::text[], $12::int2[], $13::text[], \
@@ -414,101 +408,70 @@ async fn write_tasks(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<(), A
              $20::text[], $21::uuid[], $22::text[], $23::text[], $24::text[], $25::text[], \
              $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[], \
              $30::timestamptz[], $31::timestamptz[], $32::timestamptz[]) AS r({TASK_COLUMNS}) \
-         ON CONFLICT (id) DO UPDATE SET {set}"
-    );
-    let col =
-        |f: fn(&TaskRow) -> Option<DateTime<Utc>>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    sqlx::query(&sql)
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.task_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.priority).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| array_literal(&r.required_capabilities))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.target_agent_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.agent_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| Json(&r.input)).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.output.as_ref().map(Json))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.progress).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.progress_message.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.max_retries).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| Json(&r.failures)).collect::<Vec<_>>())
-        .bind(col(|r| r.schedule_at))
-        .bind(
-            rows.iter()
-                .map(|r| r.queue_timeout_secs)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.execution_timeout_secs)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.idempotency_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.parent_task_id).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| array_literal(&r.depends_on))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.submitted_by.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.correlation_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.cancel_reason.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(col(|r| r.queued_at))
-        .bind(col(|r| r.assigned_at))
-        .bind(col(|r| r.lease_expires_at))
-        .bind(col(|r| r.started_at))
-        .bind(col(|r| r.finished_at))
+         ON CONFLICT (id) DO UPDATE SET {}",
+        update_set(TASK_COLUMNS)
+    )
+});
+
+/// Inserts or replaces task rows in one statement, column by column as typed
+/// arrays: Postgres reads these far cheaper than a JSON document of rows
+/// (parsing that document was the largest part of a rebuild's database time).
+async fn write_tasks(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<(), ApplyError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&TASK_UPSERT)
+        .bind(column(rows, |r| r.id))
+        .bind(column(rows, |r| r.version))
+        .bind(column(rows, |r| r.task_type.as_str()))
+        .bind(column(rows, |r| r.status.as_str()))
+        .bind(column(rows, |r| r.priority))
+        .bind(column(rows, |r| array_literal(&r.required_capabilities)))
+        .bind(column(rows, |r| r.target_agent_id))
+        .bind(column(rows, |r| r.agent_id))
+        .bind(column(rows, |r| Json(&r.input)))
+        .bind(column(rows, |r| r.output.as_ref().map(Json)))
+        .bind(column(rows, |r| r.error.as_deref()))
+        .bind(column(rows, |r| r.progress))
+        .bind(column(rows, |r| r.progress_message.as_deref()))
+        .bind(column(rows, |r| r.attempt))
+        .bind(column(rows, |r| r.max_retries))
+        .bind(column(rows, |r| Json(&r.failures)))
+        .bind(column(rows, |r| r.schedule_at))
+        .bind(column(rows, |r| r.queue_timeout_secs))
+        .bind(column(rows, |r| r.execution_timeout_secs))
+        .bind(column(rows, |r| r.idempotency_key.as_deref()))
+        .bind(column(rows, |r| r.parent_task_id))
+        .bind(column(rows, |r| array_literal(&r.depends_on)))
+        .bind(column(rows, |r| r.submitted_by.as_str()))
+        .bind(column(rows, |r| r.correlation_id.as_str()))
+        .bind(column(rows, |r| r.cancel_reason.as_deref()))
+        .bind(column(rows, |r| r.created_at))
+        .bind(column(rows, |r| r.updated_at))
+        .bind(column(rows, |r| r.queued_at))
+        .bind(column(rows, |r| r.assigned_at))
+        .bind(column(rows, |r| r.lease_expires_at))
+        .bind(column(rows, |r| r.started_at))
+        .bind(column(rows, |r| r.finished_at))
         .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-/// Inserts or replaces rows given as a JSON array ($1) of objects keyed by column.
-fn upsert(table: &str, columns: &str) -> String {
-    let set = columns
+/// `col = EXCLUDED.col` for every column but the key.
+fn update_set(columns: &str) -> String {
+    columns
         .split(',')
         .map(str::trim)
         .filter(|c| *c != "id")
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// Inserts or replaces rows given as a JSON array ($1) of objects keyed by column.
+fn upsert(table: &str, columns: &str) -> String {
+    let set = update_set(columns);
     format!(
         "INSERT INTO {table} ({columns}) SELECT {columns} \
          FROM jsonb_populate_recordset(NULL::{table}, $1) \

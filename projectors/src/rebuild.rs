@@ -359,8 +359,6 @@ async fn copy_pool(pool: &PgPool, schema: &str, lanes: usize) -> sqlx::Result<Pg
                 Ok(())
             })
         })
-        // The projectors' pool reads through indexes only (`index_plans`);
-        // the copy may scan (measured: a little slower with scans priced out).
         // Plans shared across calls (each statement is the same every batch)
         // and read through indexes: the copy's tables grow from empty
         // faster than statistics follow. Measured against per-call plans with
