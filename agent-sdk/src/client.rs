@@ -83,13 +83,19 @@ impl Client {
             })
     }
 
-    /// Activates the agent; an agent that is already active is fine.
+    /// Activates the agent. An agent that is already active is fine, and so
+    /// is one marked unhealthy (restarted after it missed its heartbeats):
+    /// the heartbeats that follow have the coordinator mark it recovered.
     pub async fn activate(&self, agent_id: Uuid) -> Result<(), SdkError> {
         match self
             .post(&format!("/api/v1/agents/{agent_id}/activate"), json!({}))
             .await
         {
-            Err(SdkError::Refused { status: 409, body }) if body.contains("active") => Ok(()),
+            Err(SdkError::Refused { status: 409, body })
+                if body.contains("that is active") || body.contains("that is unhealthy") =>
+            {
+                Ok(())
+            }
             other => other.map(|_| ()),
         }
     }

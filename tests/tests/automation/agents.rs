@@ -206,6 +206,49 @@ async fn a_killed_agent_is_marked_unhealthy_and_its_task_succeeds_on_another() {
 }
 
 #[tokio::test]
+async fn an_agent_restarted_after_it_was_marked_unhealthy_recovers_and_takes_work() {
+    let sys = System::start_coordinated().await;
+    let api = Api::new(&sys);
+    let (first, _) = agent(&sys, &["echo"], 1).await;
+    let id = first.agent_id;
+    first.kill().await;
+    wait_until(
+        Duration::from_secs(10),
+        "the dead agent to be marked unhealthy",
+        || async { api.agent(id).await["status"] == "unhealthy" },
+    )
+    .await;
+    // The same agent comes back (as `reference-agent --id-file` does after a
+    // restart): it must attach, not give up because it is not inactive.
+    let mut opts = agent_options(
+        &sys.command_url(),
+        &sys.query_url(),
+        &sys.nats,
+        &["echo"],
+        1,
+    );
+    opts.agent_id = Some(id);
+    let again = agent_sdk::start(opts, Arc::new(Recorder::default()))
+        .await
+        .expect("an unhealthy agent restarts");
+    wait_until(
+        Duration::from_secs(10),
+        "its heartbeats to have it marked recovered",
+        || async { api.agent(id).await["status"] == "active" },
+    )
+    .await;
+    let task = api
+        .submit(json!({"task_type": "echo", "input": {"x": 1}, "required_capabilities": ["echo"]}))
+        .await;
+    let done = api
+        .wait_all(&[task], &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(done[&task]["agent_id"], id.to_string());
+    again.stop().await;
+    sys.stop().await;
+}
+
+#[tokio::test]
 async fn retries_back_off_and_exhausting_them_ends_failed_with_every_attempt_recorded() {
     let sys = System::start_coordinated().await;
     let api = Api::new(&sys);
