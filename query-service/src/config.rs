@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, env = "QUERY_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
+    /// Statements reading tasks by id that may be in flight at once; reads
+    /// that arrive meanwhile are batched into the next one.
+    #[arg(long, env = "QUERY_READ_LANES", default_value_t = 2)]
+    pub read_lanes: usize,
+
     /// NATS server with JetStream, for live updates.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,

@@ -100,6 +100,20 @@ pub async fn task(pool: &PgPool, id: Uuid) -> Result<Option<TaskView>, ApiError>
     Ok(row.map(|r| r.0))
 }
 
+/// The tasks with these ids that exist, in no particular order. Not
+/// prepared, for the reason given at [`versions`]; the planning is shared by
+/// the whole batch.
+pub async fn tasks(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<TaskView>, ApiError> {
+    let rows: Vec<sqlx::types::Json<TaskView>> = sqlx::query_scalar(&format!(
+        "SELECT {TASK_JSON} FROM tasks t WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .persistent(false)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 /// Agent list filters.
 #[derive(Debug, Default)]
 pub struct AgentFilter {

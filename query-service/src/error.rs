@@ -61,6 +61,17 @@ impl ApiError {
         }
     }
 
+    /// The same error again, for when one failure answers several requests
+    /// (a batched read). Only the variants a statement can fail with keep
+    /// their kind; anything else is internal.
+    pub fn same(&self) -> Self {
+        match self {
+            Self::Unavailable(s) => Self::Unavailable(s.clone()),
+            Self::NotFound(s) => Self::NotFound(s.clone()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::BadRequest {
             code,

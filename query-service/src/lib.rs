@@ -7,6 +7,7 @@
 //! - [`config`]: the clap configuration.
 //! - [`http`]: routes, extractors, OpenAPI, live streams, health.
 //! - [`db`]: parameterised SQL over the read models.
+//! - [`reads`]: concurrent reads of one task, coalesced into one statement.
 //! - [`error`]: [`error::ApiError`], mapped once to problem+json.
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod reads;
 pub mod stores;
 pub mod visibility;
 
@@ -92,6 +94,7 @@ impl Server {
         let commits = listen_for_commits(pool.clone(), stop.clone());
         let state = http::AppState::new(http::Shared {
             visibility: visibility::Visibility::start(pool.clone(), commits),
+            reads: reads::TaskReads::start(pool.clone(), config.read_lanes),
             stopping: stop.clone(),
             stores,
             pool,

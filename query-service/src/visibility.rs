@@ -60,6 +60,33 @@ impl Visibility {
         min: i64,
         timeout: Duration,
     ) -> Result<Option<i64>, ApiError> {
+        self.wait_for(
+            table,
+            id,
+            min,
+            timeout,
+            || db::version(&self.pool, table, id),
+            |v| *v,
+        )
+        .await
+    }
+
+    /// Like [`Self::wait`], reading the row with `read` (which returns the
+    /// row, if any, whose version is `version(row)`): a caller that wants the
+    /// row gets it from the read that saw it arrive. Returns the row read
+    /// last, whatever its version.
+    pub async fn wait_for<T, Fut>(
+        &self,
+        table: Table,
+        id: Uuid,
+        min: i64,
+        timeout: Duration,
+        read: impl Fn() -> Fut,
+        version: impl Fn(&T) -> i64,
+    ) -> Result<Option<T>, ApiError>
+    where
+        Fut: std::future::Future<Output = Result<Option<T>, ApiError>>,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         // Registered before the first read: a commit that lands after the
         // read is checked for this waiter too.
@@ -68,15 +95,13 @@ impl Visibility {
             .entry((table, id))
             .or_default()
             .push(Waiter { min, reached });
-        let version = db::version(&self.pool, table, id).await?;
-        if version.is_some_and(|v| v >= min) {
-            return Ok(version);
+        let row = read().await?;
+        if row.as_ref().is_some_and(|r| version(r) >= min) {
+            return Ok(row);
         }
         // A dropped receiver is cleaned up by the checker's next round.
-        if let Ok(Ok(version)) = tokio::time::timeout_at(deadline, signal).await {
-            return Ok(Some(version));
-        }
-        db::version(&self.pool, table, id).await
+        let _ = tokio::time::timeout_at(deadline, signal).await;
+        read().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {

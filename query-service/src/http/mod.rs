@@ -54,6 +54,8 @@ pub struct Shared {
     pub nats: async_nats::Client,
     pub stream: String,
     pub min_version_wait: Duration,
+    /// Reads of one task by id, batched.
+    pub reads: crate::reads::TaskReads,
     /// Read-your-writes waits (`min_version`).
     pub visibility: std::sync::Arc<crate::visibility::Visibility>,
     /// Turns true when the server stops, so that live streams end.
@@ -158,12 +160,7 @@ async fn wait_for_version(
     let Some(min) = min_version else {
         return Ok(());
     };
-    if min < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "min_version must be 0 or more",
-        ));
-    }
+    check_min_version(min)?;
     let version = state
         .visibility
         .wait(table, id, min, state.min_version_wait)
@@ -171,13 +168,28 @@ async fn wait_for_version(
     if version.is_some_and(|v| v >= min) {
         return Ok(());
     }
+    Err(not_reached(state, id, min, version))
+}
+
+fn check_min_version(min: i64) -> Result<(), ApiError> {
+    if min < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "min_version must be 0 or more",
+        ));
+    }
+    Ok(())
+}
+
+/// The 503 of a read whose `min_version` did not arrive within the wait.
+fn not_reached(state: &AppState, id: Uuid, min: i64, version: Option<i64>) -> ApiError {
     let at = version.map_or("not yet projected".to_string(), |v| {
         format!("at version {v}")
     });
-    Err(ApiError::VersionNotReached(format!(
+    ApiError::VersionNotReached(format!(
         "{id} is {at}; version {min} is not visible after {} ms, retry later",
         state.min_version_wait.as_millis()
-    )))
+    ))
 }
 
 /// Page bounds shared by the list endpoints.

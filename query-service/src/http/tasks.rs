@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::agents::VersionParams;
 use super::extract::ValidQuery;
-use super::{page, wait_for_version, AppState};
+use super::{check_min_version, not_reached, page, wait_for_version, AppState};
 use crate::db::{self, Table, TaskFilter};
 use crate::error::ApiError;
 
@@ -123,11 +123,31 @@ pub async fn get_task(
     IdPath(id): IdPath,
     ValidQuery(p): ValidQuery<VersionParams>,
 ) -> Result<Json<TaskView>, ApiError> {
-    wait_for_version(&state, Table::Tasks, id, p.min_version).await?;
-    db::task(&state.pool, id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+    let Some(min) = p.min_version else {
+        return state
+            .reads
+            .task(id)
+            .await?
+            .map(Json)
+            .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")));
+    };
+    check_min_version(min)?;
+    // The row comes from the read that saw the version arrive: no second read.
+    let view = state
+        .visibility
+        .wait_for(
+            Table::Tasks,
+            id,
+            min,
+            state.min_version_wait,
+            || state.reads.task(id),
+            |v| v.version,
+        )
+        .await?;
+    match view {
+        Some(view) if view.version >= min => Ok(Json(view)),
+        other => Err(not_reached(&state, id, min, other.map(|v| v.version))),
+    }
 }
 
 /// A task's history: every event with its actor and correlation ids, in order.

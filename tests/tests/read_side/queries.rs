@@ -380,3 +380,72 @@ async fn openapi_documents_every_route_and_docs_render() {
     assert_eq!(ready["status"], "ready");
     sys.stop().await;
 }
+
+/// Concurrent reads of single tasks are coalesced into shared statements;
+/// each still gets its own task (the same id read twice at once included),
+/// and an unknown id gets none.
+#[tokio::test]
+async fn concurrent_reads_of_one_task_each_are_answered_with_their_own_task() {
+    let sys = System::start().await;
+    let api = Apis::new(&sys);
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (id, v) = api
+            .cmd(
+                "/api/v1/tasks",
+                json!({"task_type": "echo", "input": {"text": format!("read {i}")}}),
+            )
+            .await;
+        tasks.push((id.parse::<uuid::Uuid>().unwrap(), v, format!("read {i}")));
+    }
+    for (id, v, _) in &tasks {
+        api.read(&format!("/api/v1/tasks/{id}?min_version={v}"))
+            .await;
+    }
+    // One lane: every read that arrives while a statement is out waits for
+    // the next one, so batches form.
+    let reads = std::sync::Arc::new(query_service::reads::TaskReads::start(sys.pool.clone(), 1));
+    let unknown = (0..10).map(|_| uuid::Uuid::new_v4());
+    let mut calls = Vec::new();
+    for missing in unknown {
+        for (id, _, text) in &tasks {
+            let (reads, id, text) = (reads.clone(), *id, text.clone());
+            calls.push(tokio::spawn(async move {
+                let view = reads.task(id).await.expect("read").expect("task found");
+                assert_eq!(view.id, id);
+                assert_eq!(view.input["text"], text.as_str());
+            }));
+        }
+        let (reads, id) = (reads.clone(), missing);
+        calls.push(tokio::spawn(async move {
+            assert!(reads.task(id).await.expect("read").is_none());
+        }));
+    }
+    let n = calls.len() as u64;
+    for call in calls {
+        call.await.expect("every read answered correctly");
+    }
+    let statements = reads.statements();
+    assert!(
+        statements < n,
+        "{n} concurrent reads took {statements} statements: none were batched"
+    );
+    // Over HTTP too, the same id read at once by many clients.
+    let (id, _, text) = &tasks[0];
+    let mut gets = Vec::new();
+    for _ in 0..50 {
+        let (http, url) = (api.http.clone(), format!("{}/api/v1/tasks/{id}", api.query));
+        gets.push(tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    for get in gets {
+        assert_eq!(get.await.unwrap()["input"]["text"], text.as_str());
+    }
+}
