@@ -36,6 +36,9 @@ use crate::dead_letters::{self, Parked};
 use crate::decode::{aggregate_of_subject, decode, ProjectedEvent};
 use service_kit::leader;
 
+/// How often a running projection checks that it still holds its lock.
+const LOCK_CHECK: Duration = Duration::from_secs(1);
+
 /// The Postgres channel a projection notifies after each committed batch
 /// (payload `<projection>:<checkpoint>`).
 pub const CHECKPOINT_CHANNEL: &str = "sutazai_projection";
@@ -165,6 +168,37 @@ pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx:
     Ok(())
 }
 
+/// What a batch starts from, in one statement: the checkpoint (0 if none)
+/// and the aggregates with a parked event (as [`dead_letters::parked_aggregates`]).
+async fn batch_start(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> sqlx::Result<(i64, ParkedAggregates)> {
+    type Row = (
+        Option<i64>,
+        Option<Vec<String>>,
+        Option<Vec<String>>,
+        Option<Vec<i64>>,
+    );
+    let (checkpoint, types, ids, letters): Row = sqlx::query_as(
+        "SELECT (SELECT stream_sequence FROM projector_checkpoints WHERE projection = $1), \
+                array_agg(p.aggregate_type), array_agg(p.aggregate_id), array_agg(p.id) \
+         FROM (SELECT aggregate_type, aggregate_id, min(id) AS id FROM dead_letters \
+               WHERE projection = $1 AND status = 'parked' AND aggregate_id IS NOT NULL \
+               GROUP BY aggregate_type, aggregate_id) p",
+    )
+    .bind(projection)
+    .fetch_one(conn)
+    .await?;
+    let parked = types
+        .unwrap_or_default()
+        .into_iter()
+        .zip(ids.unwrap_or_default())
+        .zip(letters.unwrap_or_default())
+        .collect();
+    Ok((checkpoint.unwrap_or(0), parked))
+}
+
 /// The checkpoint (last applied stream sequence) of a projection; 0 if none.
 pub async fn checkpoint(conn: &mut PgConnection, projection: &str) -> sqlx::Result<i64> {
     let v: Option<i64> = sqlx::query_scalar(
@@ -250,13 +284,19 @@ async fn run_batch(
     // A projection and its checkpoint commit together and are derived from the
     // stream: a batch lost in a Postgres crash is redelivered from the
     // checkpoint (the consumer is re-positioned there at every start), so the
-    // commit need not wait for the WAL flush. Only commands' commits do.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    lock_projection(&mut tx, name).await?;
-    let mut last = checkpoint(&mut tx, name).await?.max(0) as u64;
-    let mut parked = dead_letters::parked_aggregates(&mut tx, name).await?;
+    // commit need not wait for the WAL flush (`SET LOCAL synchronous_commit`,
+    // said with the lock). Only commands' commits wait.
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'off', true), \
+         pg_advisory_xact_lock(hashtext('sutazai-projection:' || current_schema() || ':' || $1))",
+    )
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    // Read after the lock (a statement of its own, so its snapshot is taken
+    // once the lock is held): what an earlier holder committed is seen.
+    let (last, mut parked) = batch_start(&mut tx, name).await?;
+    let mut last = last.max(0) as u64;
     let mut outcome = BatchOutcome::default();
     // The fast attempt applies every event that is not parked in one call.
     let mut pending = Vec::new();
@@ -338,20 +378,20 @@ async fn run_batch(
     if let Err(e) = projection.flush().await {
         return Err(unavailable(e.to_string()));
     }
+    // The notification is delivered on commit: it wakes read-your-writes
+    // waiters in the query service.
     sqlx::query(
-        "INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (projection) DO UPDATE SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now()",
+        "WITH saved AS (INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) \
+             VALUES ($1, $2, now()) ON CONFLICT (projection) DO UPDATE \
+             SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now() RETURNING 1) \
+         SELECT pg_notify($3, $4) FROM saved",
     )
     .bind(name)
     .bind(last as i64)
+    .bind(CHECKPOINT_CHANNEL)
+    .bind(format!("{name}:{last}"))
     .execute(&mut *tx)
     .await?;
-    // Delivered on commit: wakes read-your-writes waiters in the query service.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHECKPOINT_CHANNEL)
-        .bind(format!("{name}:{last}"))
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     outcome.checkpoint = last;
     Ok(Some(outcome))
@@ -472,9 +512,15 @@ async fn consume(
         .messages()
         .await?;
     let mut prefetch = Prefetch::new(stream, settings.batch_size * 2);
+    let mut lock_checked = std::time::Instant::now();
     while !*shutdown.borrow() {
-        if !leader::still_leading(lock_conn).await {
-            return Err("lost the projection lock's connection".into());
+        // Once a second, not per batch: a round trip per small batch was a
+        // measurable share of the statements at low rates.
+        if lock_checked.elapsed() >= LOCK_CHECK {
+            if !leader::still_leading(lock_conn).await {
+                return Err("lost the projection lock's connection".into());
+            }
+            lock_checked = std::time::Instant::now();
         }
         let messages = prefetch
             .next_batch(settings.batch_size, settings.fetch_wait)

@@ -129,11 +129,16 @@ impl Coordinator {
             .await?;
         let mut ticker = tokio::time::interval(self.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lock_checked = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            tokio::select! {
+            // Events call for the decisions they can change at once (a
+            // queued task or a freed agent: dispatch; a success: dependants;
+            // a failure: its retry); deadlines are the ticker's. A full pass
+            // after every small batch was six statements per batch.
+            let after_events = tokio::select! {
                 first = messages.next() => {
                     let Some(first) = first else { return Err("event stream ended".into()) };
                     let mut batch = vec![first?];
@@ -144,14 +149,22 @@ impl Coordinator {
                         }
                     }
                     self.apply_batch(&batch).await?;
+                    true
                 }
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => false,
                 _ = shutdown.changed() => return Ok(()),
+            };
+            if lock_checked.elapsed() >= self.settings.tick {
+                if !leader::still_leading(lock).await {
+                    return Err("lost the coordinator lock's connection".into());
+                }
+                lock_checked = tokio::time::Instant::now();
             }
-            if !leader::still_leading(lock).await {
-                return Err("lost the coordinator lock's connection".into());
+            if after_events {
+                self.react().await;
+            } else {
+                self.tick().await;
             }
-            self.tick().await;
         }
     }
 

@@ -40,6 +40,19 @@ impl Coordinator {
         }
     }
 
+    /// The part of [`Self::tick`] that events (not the clock) make due:
+    /// retries of failures, tasks whose dependencies finished, dispatch.
+    pub async fn react(&self) {
+        let steps = async {
+            self.schedule_retries().await?;
+            self.release_waiting().await?;
+            self.dispatch().await
+        };
+        if let Err(e) = steps.await {
+            tracing::warn!(error = %e, "coordinator: reacting to events failed; retrying next tick");
+        }
+    }
+
     fn metadata(&self, correlation_id: &str, now: DateTime<Utc>) -> HashMap<String, String> {
         let request_id = Uuid::new_v4().to_string();
         let mut map = EventMetadata {
