@@ -4,6 +4,22 @@
 //! A shard has one owner: the process that opens it. Its calls are
 //! synchronous, so they run on the blocking pool; writes are serialised by a
 //! mutex (Edge's own flush must not race an update).
+//!
+//! The WAL: qdrant-edge 0.7.2 appends every update to a memory-mapped WAL
+//! that it never truncates and never reads back (a shard loads from its
+//! flushed segments only; read in its source). Left alone, the WAL grows on
+//! disk without end and its written pages stay in the process's RSS. So the
+//! WAL is written in small segments, and after a flush that leaves more than
+//! [`WAL_CLOSED_SEGMENTS`] closed ones the shard is closed, every closed
+//! segment but the newest removed, and the shard opened again (see
+//! [`EdgeVectors::recycle`]) — what the WAL's own truncation would do, which
+//! Edge does not call. The newest closed segment stays because the WAL
+//! numbers updates from its segments' start indexes, and a segment ignores an
+//! update numbered below the version of the point it changes: a WAL emptied
+//! altogether would number from zero again, and later updates of existing
+//! points would be dropped. Nothing is lost: the flush made the segments
+//! durable, and our own durability is the projection's checkpoint, stored
+//! only after that flush.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +33,7 @@ use qdrant_edge::{
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
 use super::vectors::{
@@ -25,10 +41,32 @@ use super::vectors::{
     VectorError, VectorStore, DENSE, SPARSE,
 };
 
+/// The WAL's segment size (Edge's default is 32 MiB).
+pub const WAL_SEGMENT_BYTES: usize = 2 << 20;
+
+/// Closed WAL segments past which a shard is reopened after a flush.
+pub const WAL_CLOSED_SEGMENTS: usize = 3;
+
+fn wal_options(segment_capacity: usize) -> qdrant_edge::WalOptions {
+    qdrant_edge::WalOptions {
+        segment_capacity,
+        ..Default::default()
+    }
+}
+
+/// How long a reopen waits for calls still using the old shard.
+const RECYCLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A shard that can be closed and opened again; `None` while a reopen failed
+/// (the next call opens it).
+type Slot = RwLock<Option<Arc<EdgeShard>>>;
+
 pub struct EdgeVectors {
     root: PathBuf,
     dimension: usize,
-    shards: HashMap<Collection, Arc<EdgeShard>>,
+    shards: HashMap<Collection, Slot>,
+    /// WAL segment size of the shards this store creates or reopens.
+    wal_segment: usize,
     created_empty: bool,
     write: Mutex<()>,
 }
@@ -37,15 +75,18 @@ fn store_err(e: impl std::fmt::Display) -> VectorError {
     VectorError::Store(e.to_string())
 }
 
-fn config(dimension: usize) -> EdgeConfig {
+fn config(dimension: usize, wal_segment: usize) -> EdgeConfig {
     EdgeConfigBuilder::new()
         .vector(
             DENSE,
             // Half-precision storage: half the memory of the dense vectors,
             // which dominate the shard; cosine ranking is unaffected at this
-            // precision for normalised vectors.
+            // precision for normalised vectors. On disk (memory-mapped, not
+            // read into memory at open): a search reads them through the page
+            // cache, and the process holds only the pages in use.
             EdgeVectorParamsBuilder::new(dimension, Distance::Cosine)
                 .datatype(qdrant_edge::VectorStorageDatatype::Float16)
+                .on_disk(true)
                 .build(),
         )
         .sparse_vector(
@@ -54,6 +95,7 @@ fn config(dimension: usize) -> EdgeConfig {
                 .modifier(Modifier::Idf)
                 .build(),
         )
+        .wal_options(wal_options(wal_segment))
         .build()
 }
 
@@ -62,6 +104,15 @@ impl EdgeVectors {
     /// dense dimension differs from `dimension`: the embedder changed, and
     /// the projection must be rebuilt into an empty directory.
     pub fn open(root: &Path, dimension: usize) -> Result<Self, VectorError> {
+        Self::open_with_wal_segment(root, dimension, WAL_SEGMENT_BYTES)
+    }
+
+    /// [`Self::open`] with another WAL segment size (tests use tiny ones).
+    pub fn open_with_wal_segment(
+        root: &Path,
+        dimension: usize,
+        wal_segment: usize,
+    ) -> Result<Self, VectorError> {
         std::fs::create_dir_all(root).map_err(store_err)?;
         let mut shards = HashMap::new();
         let mut created_empty = true;
@@ -86,7 +137,8 @@ impl EdgeVectors {
                 shard
             } else {
                 std::fs::create_dir_all(&path).map_err(store_err)?;
-                let shard = EdgeShard::new(&path, config(dimension)).map_err(store_err)?;
+                let shard =
+                    EdgeShard::new(&path, config(dimension, wal_segment)).map_err(store_err)?;
                 for (field, kind) in collection.indexed_fields() {
                     let schema = match kind {
                         FieldKind::Keyword => PayloadSchemaType::Keyword,
@@ -105,12 +157,13 @@ impl EdgeVectors {
                 }
                 shard
             };
-            shards.insert(collection, Arc::new(shard));
+            shards.insert(collection, RwLock::new(Some(Arc::new(shard))));
         }
         Ok(Self {
             root: root.to_path_buf(),
             dimension,
             shards,
+            wal_segment,
             created_empty,
             write: Mutex::new(()),
         })
@@ -120,12 +173,106 @@ impl EdgeVectors {
         &self.root
     }
 
-    fn shard(&self, collection: Collection) -> Result<Arc<EdgeShard>, VectorError> {
-        self.shards
+    async fn shard(&self, collection: Collection) -> Result<Arc<EdgeShard>, VectorError> {
+        let slot = self
+            .shards
             .get(&collection)
-            .cloned()
-            .ok_or_else(|| store_err("collection not open"))
+            .ok_or_else(|| store_err("collection not open"))?;
+        if let Some(shard) = slot.read().await.as_ref() {
+            return Ok(shard.clone());
+        }
+        // A reopen failed: open it now (or fail this call as it did).
+        let mut closed = slot.write().await;
+        if let Some(shard) = closed.as_ref() {
+            return Ok(shard.clone());
+        }
+        let path = self.root.join(collection.name());
+        let shard =
+            Arc::new(blocking(move || EdgeShard::load(&path, None).map_err(store_err)).await?);
+        *closed = Some(shard.clone());
+        Ok(shard)
     }
+
+    /// Closes the shard, removes every closed WAL segment but the newest and
+    /// opens the shard again, if more than `max_closed` closed segments have
+    /// piled up. Call only right after a flush, with writes held off. Calls
+    /// in flight finish on the old shard first (new ones wait); if they take
+    /// longer than [`RECYCLE_WAIT`] the reopen is left for the next flush.
+    pub async fn recycle(
+        &self,
+        collection: Collection,
+        max_closed: usize,
+    ) -> Result<bool, VectorError> {
+        let path = self.root.join(collection.name());
+        let wal = path.join("wal");
+        let closed = blocking({
+            let wal = wal.clone();
+            move || closed_segments(&wal)
+        })
+        .await?;
+        if closed.len() <= max_closed {
+            return Ok(false);
+        }
+        let Some(slot) = self.shards.get(&collection) else {
+            return Ok(false);
+        };
+        let mut open = slot.write().await;
+        let Some(mut shard) = open.take() else {
+            return Ok(false);
+        };
+        let deadline = tokio::time::Instant::now() + RECYCLE_WAIT;
+        let owned = loop {
+            match Arc::try_unwrap(shard) {
+                Ok(owned) => break owned,
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    shard = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(shared) => {
+                    *open = Some(shared);
+                    return Ok(false);
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let removed = closed.len() - 1;
+        let segment = self.wal_segment;
+        let reopened = blocking(move || {
+            let mut config = owned.config().clone();
+            config.wal_options = Some(wal_options(segment));
+            // Dropping flushes (nothing is pending) and unmaps.
+            drop(owned);
+            // Oldest first; the newest stays.
+            for (_, file) in &closed[..closed.len() - 1] {
+                std::fs::remove_file(file).map_err(store_err)?;
+            }
+            EdgeShard::load(&path, Some(config)).map_err(store_err)
+        })
+        .await?;
+        *open = Some(Arc::new(reopened));
+        tracing::debug!(
+            collection = collection.name(),
+            removed,
+            ms = started.elapsed().as_millis() as u64,
+            "Qdrant Edge shard reopened with its WAL truncated"
+        );
+        Ok(true)
+    }
+}
+
+/// The WAL's closed segments (`closed-<first entry>`), oldest first.
+fn closed_segments(wal: &Path) -> Result<Vec<(u64, PathBuf)>, VectorError> {
+    let mut closed: Vec<(u64, PathBuf)> = std::fs::read_dir(wal)
+        .map_err(store_err)?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let start = name.to_str()?.strip_prefix("closed-")?.parse().ok()?;
+            Some((start, entry.path()))
+        })
+        .collect();
+    closed.sort();
+    Ok(closed)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -224,7 +371,7 @@ impl VectorStore for EdgeVectors {
     }
 
     async fn get(&self, collection: Collection, id: Uuid) -> Result<Option<Stored>, VectorError> {
-        let shard = self.shard(collection)?;
+        let shard = self.shard(collection).await?;
         blocking(move || {
             let records = shard
                 .retrieve(
@@ -253,8 +400,10 @@ impl VectorStore for EdgeVectors {
 
     async fn upsert(&self, collection: Collection, point: Point) -> Result<(), VectorError> {
         check_dimension(self.dimension, &point.dense)?;
-        let shard = self.shard(collection)?;
+        // The lock first: a reopen (under it) waits for every holder of the
+        // old shard.
         let _guard = self.write.lock().await;
+        let shard = self.shard(collection).await?;
         blocking(move || {
             let sparse = qdrant_edge::Vector::new_sparse(point.sparse.indices, point.sparse.values)
                 .map_err(|e| VectorError::BadRequest(e.to_string()))?;
@@ -284,8 +433,10 @@ impl VectorStore for EdgeVectors {
         id: Uuid,
         payload: Map<String, Value>,
     ) -> Result<(), VectorError> {
-        let shard = self.shard(collection)?;
+        // The lock first: a reopen (under it) waits for every holder of the
+        // old shard.
         let _guard = self.write.lock().await;
+        let shard = self.shard(collection).await?;
         blocking(move || {
             shard
                 .update(UpdateOperation::PayloadOperation(
@@ -302,8 +453,10 @@ impl VectorStore for EdgeVectors {
     }
 
     async fn delete(&self, collection: Collection, id: Uuid) -> Result<(), VectorError> {
-        let shard = self.shard(collection)?;
+        // The lock first: a reopen (under it) waits for every holder of the
+        // old shard.
         let _guard = self.write.lock().await;
+        let shard = self.shard(collection).await?;
         blocking(move || {
             shard
                 .update(UpdateOperation::PointOperation(
@@ -320,7 +473,7 @@ impl VectorStore for EdgeVectors {
         if query.mode != Mode::Text {
             check_dimension(self.dimension, &query.dense)?;
         }
-        let shard = self.shard(collection)?;
+        let shard = self.shard(collection).await?;
         blocking(move || {
             let filter = to_filter(&query.filter)?;
             let limit = query.limit.max(1);
@@ -375,7 +528,7 @@ impl VectorStore for EdgeVectors {
     }
 
     async fn count(&self, collection: Collection) -> Result<u64, VectorError> {
-        let shard = self.shard(collection)?;
+        let shard = self.shard(collection).await?;
         blocking(move || {
             shard
                 .count(qdrant_edge::CountRequest {
@@ -390,14 +543,16 @@ impl VectorStore for EdgeVectors {
 
     async fn flush(&self) -> Result<(), VectorError> {
         let _guard = self.write.lock().await;
-        let shards: Vec<_> = self.shards.values().cloned().collect();
-        blocking(move || {
-            for shard in shards {
+        for collection in Collection::ALL {
+            let shard = self.shard(collection).await?;
+            blocking(move || {
                 shard.flush();
-            }
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await?;
+            self.recycle(collection, WAL_CLOSED_SEGMENTS).await?;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), VectorError> {
@@ -465,5 +620,84 @@ mod tests {
             }
         ));
         assert!(err.to_string().contains("rebuild"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_reopened_shard_keeps_its_points_and_its_updates_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 KiB WAL segments: a few updates fill one.
+        let store = EdgeVectors::open_with_wal_segment(dir.path(), 8, 4096).unwrap();
+        let wal = dir.path().join(Collection::Tasks.name()).join("wal");
+        let ids: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            store
+                .upsert(Collection::Tasks, point(*id, vec![0.1 + i as f32; 8]))
+                .await
+                .unwrap();
+        }
+        for id in &ids {
+            store
+                .overwrite_payload(Collection::Tasks, *id, payload("assigned", 2))
+                .await
+                .unwrap();
+        }
+        let shard = store.shard(Collection::Tasks).await.unwrap();
+        blocking(move || {
+            shard.flush();
+            Ok(())
+        })
+        .await
+        .unwrap();
+        drop(store.shard(Collection::Tasks).await.unwrap());
+        let before = closed_segments(&wal).unwrap();
+        assert!(before.len() > 3, "{} closed segments", before.len());
+        // Within the bound: left alone.
+        assert!(!store
+            .recycle(Collection::Tasks, before.len())
+            .await
+            .unwrap());
+        assert!(store.recycle(Collection::Tasks, 1).await.unwrap());
+        let after = closed_segments(&wal).unwrap();
+        assert_eq!(
+            after,
+            before[before.len() - 1..].to_vec(),
+            "the newest stays"
+        );
+        // Every point is there as last written …
+        assert_eq!(store.count(Collection::Tasks).await.unwrap(), 200);
+        for id in &ids {
+            let got = store.get(Collection::Tasks, *id).await.unwrap().unwrap();
+            assert_eq!(got.payload["status"], "assigned");
+            assert_eq!(got.dense.map(|d| d.len()), Some(8));
+        }
+        // … and later updates of those points take effect (numbered after
+        // the earlier ones, not from zero).
+        for id in &ids {
+            store
+                .overwrite_payload(Collection::Tasks, *id, payload("running", 3))
+                .await
+                .unwrap();
+        }
+        let late = Uuid::new_v4();
+        store
+            .upsert(Collection::Tasks, point(late, vec![0.5; 8]))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let store = EdgeVectors::open(dir.path(), 8).unwrap();
+        assert_eq!(store.count(Collection::Tasks).await.unwrap(), 201);
+        for id in &ids {
+            let got = store.get(Collection::Tasks, *id).await.unwrap().unwrap();
+            assert_eq!(got.payload["status"], "running", "{id}");
+        }
+        assert!(store.get(Collection::Tasks, late).await.unwrap().is_some());
+    }
+
+    fn payload(status: &str, seq: i64) -> Map<String, Value> {
+        json!({"status": status, "seq": seq})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
     }
 }
