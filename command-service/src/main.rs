@@ -5,9 +5,8 @@ use service_kit::telemetry;
 /// mimalloc (without transparent huge pages, which took a service's RSS
 /// from 30 to 50 MiB) instead of the C library's allocator: allocating and
 /// freeing were about a sixth of a service's CPU under load in `perf`, most
-/// of it glibc's chunk bookkeeping. The query service keeps glibc: with
-/// mimalloc its peak RSS rose by 9–14 MiB and its throughput did not
-/// measurably change (README, Performance).
+/// of it glibc's chunk bookkeeping. (The query service uses it too, for
+/// memory: see `query-service/src/main.rs`.)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
