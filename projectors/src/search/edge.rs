@@ -44,8 +44,15 @@ use super::vectors::{
 /// The WAL's segment size (Edge's default is 32 MiB).
 pub const WAL_SEGMENT_BYTES: usize = 2 << 20;
 
-/// Closed WAL segments past which a shard is reopened after a flush.
+/// Closed WAL segments past which a shard is reopened after a flush, at
+/// least.
 pub const WAL_CLOSED_SEGMENTS: usize = 3;
+
+/// WAL bytes per point the shard holds that may pile up before a reopen: a
+/// reopen reads the shard's in-memory indexes back (about 150 ms at 50,000
+/// points here), so it waits for a WAL in proportion — its cost stays a
+/// fixed share of the updates' however large the shard grows.
+const WAL_BYTES_PER_POINT: usize = 128;
 
 fn wal_options(segment_capacity: usize) -> qdrant_edge::WalOptions {
     qdrant_edge::WalOptions {
@@ -193,9 +200,22 @@ impl EdgeVectors {
         Ok(shard)
     }
 
+    async fn count_estimate(&self, collection: Collection) -> Result<usize, VectorError> {
+        let shard = self.shard(collection).await?;
+        blocking(move || {
+            shard
+                .count(qdrant_edge::CountRequest {
+                    filter: None,
+                    exact: false,
+                })
+                .map_err(store_err)
+        })
+        .await
+    }
+
     /// Closes the shard, removes every closed WAL segment but the newest and
     /// opens the shard again, if more than `max_closed` closed segments have
-    /// piled up. Call only right after a flush, with writes held off. Calls
+    /// piled up and they hold more than [`WAL_BYTES_PER_POINT`] per point. Call only right after a flush, with writes held off. Calls
     /// in flight finish on the old shard first (new ones wait); if they take
     /// longer than [`RECYCLE_WAIT`] the reopen is left for the next flush.
     pub async fn recycle(
@@ -211,6 +231,10 @@ impl EdgeVectors {
         })
         .await?;
         if closed.len() <= max_closed {
+            return Ok(false);
+        }
+        let points = self.count_estimate(collection).await?;
+        if closed.len() * self.wal_segment <= points * WAL_BYTES_PER_POINT {
             return Ok(false);
         }
         let Some(slot) = self.shards.get(&collection) else {
