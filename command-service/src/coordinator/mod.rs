@@ -15,6 +15,7 @@
 pub mod tick;
 pub mod view;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,31 +205,40 @@ impl Coordinator {
     }
 }
 
-/// Applies decoded events in order. Runs of submissions (each with the
-/// queueing that follows it) go in with one insert; the rest one by one.
-async fn apply_events(
+/// Applies decoded events in order. Runs of submissions (each with its
+/// queueing) go in with one insert; the rest one by one.
+///
+/// A submission's queueing is its aggregate's next event, but not always the
+/// stream's next one: a group commit writes several commands' events
+/// together, and in the stream one task's `TaskQueued` may follow other
+/// tasks' submissions. It is folded into the insert wherever it stands in the
+/// batch (nothing of that task comes between them, and the other tasks' rows
+/// do not depend on it), and skipped when its turn comes.
+pub async fn apply_events(
     conn: &mut sqlx::PgConnection,
     events: &[(schemas::EventEnvelope, DomainEvent)],
 ) -> sqlx::Result<Vec<view::Notice>> {
+    let next = next_of_same_aggregate(events);
+    let mut folded = vec![false; events.len()];
     let mut notices = Vec::new();
     let mut submitted: Vec<view::Submitted<'_>> = Vec::new();
-    let mut i = 0;
-    while let Some((envelope, event)) = events.get(i) {
-        i += 1;
+    for (i, (envelope, event)) in events.iter().enumerate() {
+        if folded[i] {
+            continue;
+        }
         if let DomainEvent::Task(TaskEvent::TaskSubmitted(task)) = event {
-            let queued = events.get(i).filter(|(next, e)| {
-                next.aggregate_type == envelope.aggregate_type
-                    && next.aggregate_id == envelope.aggregate_id
-                    && next.sequence == envelope.sequence + 1
+            let queued = next[i].filter(|&j| {
+                let (later, e) = &events[j];
+                later.sequence == envelope.sequence + 1
                     && matches!(e, DomainEvent::Task(TaskEvent::TaskQueued(_)))
             });
-            if queued.is_some() {
-                i += 1;
+            if let Some(j) = queued {
+                folded[j] = true;
             }
             submitted.push(view::Submitted {
                 envelope,
                 task,
-                queued: queued.map(|(e, d)| (e, d)),
+                queued: queued.map(|j| (&events[j].0, &events[j].1)),
             });
             continue;
         }
@@ -239,6 +249,20 @@ async fn apply_events(
     }
     flush_submitted(conn, &mut submitted).await?;
     Ok(notices)
+}
+
+/// For each event, the index of its aggregate's next event in the batch.
+fn next_of_same_aggregate(events: &[(schemas::EventEnvelope, DomainEvent)]) -> Vec<Option<usize>> {
+    let mut next = vec![None; events.len()];
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, (envelope, _)) in events.iter().enumerate().rev() {
+        let key = (
+            envelope.aggregate_type.as_str(),
+            envelope.aggregate_id.as_str(),
+        );
+        next[i] = seen.insert(key, i);
+    }
+    next
 }
 
 async fn flush_submitted(

@@ -100,7 +100,12 @@ impl Submitted<'_> {
         if let Some((queued, DomainEvent::Task(TaskEvent::TaskQueued(q)))) = self.queued {
             row["version"] = queued.sequence.into();
             row["status"] = "queued".into();
-            row["queued_at"] = serde_json::to_value(queued.occurred_at).ok()?;
+            // To the microsecond as a bound timestamp is (truncated; Postgres
+            // would round the JSON text's nanoseconds), so that the row equals
+            // the one `apply` writes.
+            row["queued_at"] =
+                serde_json::to_value(chrono::SubsecRound::trunc_subsecs(queued.occurred_at, 6))
+                    .ok()?;
             row["attempt"] = q.attempt.into();
         }
         Some(row)

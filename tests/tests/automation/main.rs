@@ -5,3 +5,4 @@
 mod agents;
 mod failover;
 mod support;
+mod view_batch;
