@@ -206,7 +206,8 @@ impl Coordinator {
 }
 
 /// Applies decoded events in order. Runs of submissions (each with its
-/// queueing) go in with one insert; the rest one by one.
+/// queueing) go in with one insert, runs of other tasks' queueings with one
+/// update; the rest one by one.
 ///
 /// A submission's queueing is its aggregate's next event, but not always the
 /// stream's next one: a group commit writes several commands' events
@@ -222,8 +223,21 @@ pub async fn apply_events(
     let mut folded = vec![false; events.len()];
     let mut notices = Vec::new();
     let mut submitted: Vec<view::Submitted<'_>> = Vec::new();
+    // Queueings whose submission came in an earlier batch (of distinct tasks).
+    let mut queued: Vec<(&schemas::EventEnvelope, u32)> = Vec::new();
     for (i, (envelope, event)) in events.iter().enumerate() {
         if folded[i] {
+            continue;
+        }
+        if let DomainEvent::Task(TaskEvent::TaskQueued(q)) = event {
+            if queued
+                .iter()
+                .any(|(e, _)| e.aggregate_id == envelope.aggregate_id)
+            {
+                view::apply_queued(conn, &queued).await?;
+                queued.clear();
+            }
+            queued.push((envelope, q.attempt));
             continue;
         }
         if let DomainEvent::Task(TaskEvent::TaskSubmitted(task)) = event {
@@ -243,11 +257,14 @@ pub async fn apply_events(
             continue;
         }
         flush_submitted(conn, &mut submitted).await?;
+        view::apply_queued(conn, &queued).await?;
+        queued.clear();
         if let Some(n) = view::apply(conn, envelope, event).await? {
             notices.push(n);
         }
     }
     flush_submitted(conn, &mut submitted).await?;
+    view::apply_queued(conn, &queued).await?;
     Ok(notices)
 }
 

@@ -45,6 +45,44 @@ pub async fn set_checkpoint(conn: &mut PgConnection, seq: u64) -> sqlx::Result<(
     Ok(())
 }
 
+/// Applies `TaskQueued` events of distinct tasks with one statement, as
+/// [`apply`] would one by one (queueing tells nobody anything). Events whose
+/// aggregate id is not a UUID are skipped, as `apply` skips them.
+pub async fn apply_queued(
+    conn: &mut PgConnection,
+    queued: &[(&EventEnvelope, u32)],
+) -> sqlx::Result<()> {
+    let mut ids = Vec::with_capacity(queued.len());
+    let mut versions = Vec::with_capacity(queued.len());
+    let mut times = Vec::with_capacity(queued.len());
+    let mut attempts = Vec::with_capacity(queued.len());
+    for (envelope, attempt) in queued {
+        let Ok(id) = Uuid::parse_str(&envelope.aggregate_id) else {
+            continue;
+        };
+        ids.push(id);
+        versions.push(envelope.sequence);
+        times.push(envelope.occurred_at);
+        attempts.push(*attempt as i32);
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE coord_tasks c SET version = u.version, status = 'queued', queued_at = u.at, \
+             attempt = u.attempt, agent_id = NULL, lease_expires_at = NULL \
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[], $4::int[]) AS u(id, version, at, attempt) \
+         WHERE c.task_id = u.id AND c.version < u.version",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&times)
+    .bind(&attempts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Applies one event; returns what to tell an agent, if anything.
 pub async fn apply(
     conn: &mut PgConnection,

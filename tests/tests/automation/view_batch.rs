@@ -1,6 +1,7 @@
 //! The coordinator's view ends the same whether a batch of events is folded
 //! at once or one event at a time — with a group commit's interleaving, where
-//! one task's `TaskQueued` follows other tasks' submissions.
+//! one task's `TaskQueued` follows other tasks' submissions, and with
+//! queueings whose submissions came in an earlier batch.
 
 use schemas::events::*;
 use serde_json::{json, Value};
@@ -47,11 +48,16 @@ async fn fresh_view() -> (TestDb, PgConnection) {
 
 #[tokio::test]
 async fn a_batch_folds_into_the_view_as_its_events_one_by_one() {
-    let [a, b, c, d] = [0; 4].map(|_| Uuid::new_v4());
-    // a and b as a group commit writes them (both submissions, then both
-    // queueings); c waits on a dependency and is cancelled; d's queueing
-    // follows its submission directly.
+    let [a, b, c, d, e, f] = [0; 6].map(|_| Uuid::new_v4());
+    // e and f were submitted in an earlier batch, and their queueings open
+    // this one; a and b as a group commit may write them (both submissions,
+    // then both queueings); c waits on a dependency and is cancelled; d's
+    // queueing follows its submission directly.
+    let earlier: Vec<(Uuid, i64, TaskEvent)> =
+        vec![(e, 1, submitted(vec![])), (f, 1, submitted(vec![]))];
     let order: Vec<(Uuid, i64, TaskEvent)> = vec![
+        (e, 2, queued()),
+        (f, 2, queued()),
         (a, 1, submitted(vec![])),
         (b, 1, submitted(vec![])),
         (a, 2, queued()),
@@ -68,12 +74,19 @@ async fn a_batch_folds_into_the_view_as_its_events_one_by_one() {
         (d, 1, submitted(vec![])),
         (d, 2, queued()),
     ];
-    let events: Vec<_> = order
-        .iter()
-        .map(|(task, seq, e)| schemas::decode::decode(&envelope(*task, *seq, e, "tester")).unwrap())
-        .collect();
+    let decode = |list: &[(Uuid, i64, TaskEvent)]| -> Vec<_> {
+        list.iter()
+            .map(|(task, seq, e)| {
+                schemas::decode::decode(&envelope(*task, *seq, e, "tester")).unwrap()
+            })
+            .collect()
+    };
+    let (earlier, events) = (decode(&earlier), decode(&order));
 
     let (_batched_db, mut batched) = fresh_view().await;
+    command_service::coordinator::apply_events(&mut batched, &earlier)
+        .await
+        .unwrap();
     let mut tx = batched.begin().await.unwrap();
     command_service::coordinator::apply_events(&mut tx, &events)
         .await
@@ -81,7 +94,7 @@ async fn a_batch_folds_into_the_view_as_its_events_one_by_one() {
     tx.commit().await.unwrap();
 
     let (_single_db, mut single) = fresh_view().await;
-    for e in &events {
+    for e in earlier.iter().chain(&events) {
         command_service::coordinator::apply_events(&mut single, std::slice::from_ref(e))
             .await
             .unwrap();
@@ -98,6 +111,8 @@ async fn a_batch_folds_into_the_view_as_its_events_one_by_one() {
     assert_eq!(status(b), Some((json!("queued"), json!(2))));
     assert_eq!(status(c), Some((json!("cancelled"), json!(2))));
     assert_eq!(status(d), Some((json!("queued"), json!(2))));
+    assert_eq!(status(e), Some((json!("queued"), json!(2))));
+    assert_eq!(status(f), Some((json!("queued"), json!(2))));
     assert!(rows
         .iter()
         .all(|r| r["queued_at"] != Value::Null || r["status"] == "cancelled"));
