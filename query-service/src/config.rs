@@ -30,8 +30,9 @@ pub struct Config {
 
     /// Statements reading tasks by id that may be in flight at once; reads
     /// that arrive meanwhile are batched into the next one.
-    #[arg(long, env = "QUERY_READ_LANES", default_value_t = 2)]
-    pub read_lanes: usize,
+    #[arg(long, env = "QUERY_READ_LANES", default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub read_lanes: u32,
 
     /// NATS server with JetStream, for live updates.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
