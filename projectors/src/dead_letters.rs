@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 use crate::decode::{decode, ProjectedEvent};
-use crate::runtime::{apply_with_retries, lock_projection, Applied, ParkedAggregates, Projection};
+use crate::runtime::{apply_with_retries, lock_projection, Applied, Projection};
 
 /// A message as received, to be parked.
 pub struct Parked<'a> {
@@ -78,22 +78,6 @@ pub async fn park(
     .bind(blocked_by)
     .fetch_one(conn)
     .await
-}
-
-/// Aggregates with parked events → the first (blocking) dead letter of each.
-pub async fn parked_aggregates(
-    conn: &mut PgConnection,
-    projection: &str,
-) -> sqlx::Result<ParkedAggregates> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, min(id) FROM dead_letters \
-         WHERE projection = $1 AND status = 'parked' AND aggregate_id IS NOT NULL \
-         GROUP BY aggregate_type, aggregate_id",
-    )
-    .bind(projection)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(t, id, dl)| ((t, id), dl)).collect())
 }
 
 /// One dead letter, as listed.

@@ -169,7 +169,8 @@ pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx:
 }
 
 /// What a batch starts from, in one statement: the checkpoint (0 if none)
-/// and the aggregates with a parked event (as [`dead_letters::parked_aggregates`]).
+/// and the aggregates with parked events, each with its first (blocking)
+/// dead letter.
 async fn batch_start(
     conn: &mut PgConnection,
     projection: &str,
@@ -281,18 +282,7 @@ async fn run_batch(
 ) -> Result<Option<BatchOutcome>, sqlx::Error> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
-    // A projection and its checkpoint commit together and are derived from the
-    // stream: a batch lost in a Postgres crash is redelivered from the
-    // checkpoint (the consumer is re-positioned there at every start), so the
-    // commit need not wait for the WAL flush (`SET LOCAL synchronous_commit`,
-    // said with the lock). Only commands' commits wait.
-    sqlx::query(
-        "SELECT set_config('synchronous_commit', 'off', true), \
-         pg_advisory_xact_lock(hashtext('sutazai-projection:' || current_schema() || ':' || $1))",
-    )
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
+    lock_projection(&mut tx, name).await?;
     // Read after the lock (a statement of its own, so its snapshot is taken
     // once the lock is held): what an earlier holder committed is seen.
     let (last, mut parked) = batch_start(&mut tx, name).await?;
@@ -378,13 +368,18 @@ async fn run_batch(
     if let Err(e) = projection.flush().await {
         return Err(unavailable(e.to_string()));
     }
-    // The notification is delivered on commit: it wakes read-your-writes
-    // waiters in the query service.
+    // One statement: the checkpoint; the notification (delivered on commit)
+    // that wakes read-your-writes waiters in the query service; and
+    // `SET LOCAL synchronous_commit = off` — a projection and its checkpoint
+    // commit together and are derived from the stream, so a batch lost in a
+    // Postgres crash is redelivered from the checkpoint (the consumer is
+    // re-positioned there at every start) and the commit need not wait for
+    // the WAL flush. Only commands' commits wait.
     sqlx::query(
         "WITH saved AS (INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) \
              VALUES ($1, $2, now()) ON CONFLICT (projection) DO UPDATE \
              SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now() RETURNING 1) \
-         SELECT pg_notify($3, $4) FROM saved",
+         SELECT pg_notify($3, $4), set_config('synchronous_commit', 'off', true) FROM saved",
     )
     .bind(name)
     .bind(last as i64)
@@ -512,15 +507,12 @@ async fn consume(
         .messages()
         .await?;
     let mut prefetch = Prefetch::new(stream, settings.batch_size * 2);
-    let mut lock_checked = std::time::Instant::now();
+    // Once a second, not per batch: a round trip per small batch was a
+    // measurable share of the statements at low rates.
+    let mut lock = leader::LockCheck::every(LOCK_CHECK);
     while !*shutdown.borrow() {
-        // Once a second, not per batch: a round trip per small batch was a
-        // measurable share of the statements at low rates.
-        if lock_checked.elapsed() >= LOCK_CHECK {
-            if !leader::still_leading(lock_conn).await {
-                return Err("lost the projection lock's connection".into());
-            }
-            lock_checked = std::time::Instant::now();
+        if !lock.still_leading(lock_conn).await {
+            return Err("lost the projection lock's connection".into());
         }
         let messages = prefetch
             .next_batch(settings.batch_size, settings.fetch_wait)

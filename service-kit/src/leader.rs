@@ -25,6 +25,32 @@ pub async fn still_leading(conn: &mut PgConnection) -> bool {
     sqlx::query("SELECT 1").execute(conn).await.is_ok()
 }
 
+/// [`still_leading`] at most once per period: a leader's loop asks before
+/// every round, and only a round a period after the last check pays the
+/// round trip.
+pub struct LockCheck {
+    every: std::time::Duration,
+    last: std::time::Instant,
+}
+
+impl LockCheck {
+    /// The first check comes a period from now (the lock was just taken).
+    pub fn every(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    pub async fn still_leading(&mut self, conn: &mut PgConnection) -> bool {
+        if self.last.elapsed() < self.every {
+            return true;
+        }
+        self.last = std::time::Instant::now();
+        still_leading(conn).await
+    }
+}
+
 /// Opens a dedicated connection (never a pooled one, which would carry the
 /// lock back into the pool) and tries to take `key` on it. `Some` holds the
 /// lock for as long as the connection is kept open.

@@ -130,7 +130,7 @@ impl Coordinator {
             .await?;
         let mut ticker = tokio::time::interval(self.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lock_checked = tokio::time::Instant::now();
+        let mut lock_check = leader::LockCheck::every(self.settings.tick);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -155,11 +155,8 @@ impl Coordinator {
                 _ = ticker.tick() => false,
                 _ = shutdown.changed() => return Ok(()),
             };
-            if lock_checked.elapsed() >= self.settings.tick {
-                if !leader::still_leading(lock).await {
-                    return Err("lost the coordinator lock's connection".into());
-                }
-                lock_checked = tokio::time::Instant::now();
+            if !lock_check.still_leading(lock).await {
+                return Err("lost the coordinator lock's connection".into());
             }
             if after_events {
                 self.react().await;

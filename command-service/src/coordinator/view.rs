@@ -45,9 +45,10 @@ pub async fn set_checkpoint(conn: &mut PgConnection, seq: u64) -> sqlx::Result<(
     Ok(())
 }
 
-/// Applies `TaskQueued` events of distinct tasks with one statement, as
-/// [`apply`] would one by one (queueing tells nobody anything). Events whose
-/// aggregate id is not a UUID are skipped, as `apply` skips them.
+/// Applies `TaskQueued` events of distinct tasks with one statement (the one
+/// place a queueing is written; [`apply`] sends its one here). Queueing tells
+/// nobody anything. Events whose aggregate id is not a UUID are skipped, as
+/// `apply` skips them.
 pub async fn apply_queued(
     conn: &mut PgConnection,
     queued: &[(&EventEnvelope, u32)],
@@ -242,6 +243,10 @@ async fn apply_task(
     at: DateTime<Utc>,
     e: &TaskEvent,
 ) -> sqlx::Result<Option<Notice>> {
+    if let TaskEvent::TaskQueued(q) = e {
+        apply_queued(conn, &[(envelope, q.attempt)]).await?;
+        return Ok(None);
+    }
     if let TaskEvent::TaskSubmitted(s) = e {
         sqlx::query(
             "INSERT INTO coord_tasks (task_id, version, status, task_type, input, priority, \
@@ -268,12 +273,9 @@ async fn apply_task(
     }
     // (status, assignments): each arm sets the columns the event changes.
     let (sql, notice): (&str, Option<Notice>) = match e {
-        TaskEvent::TaskSubmitted(_) => return Ok(None),
+        // Written above.
+        TaskEvent::TaskSubmitted(_) | TaskEvent::TaskQueued(_) => return Ok(None),
         TaskEvent::TaskScheduled(_) => ("status = 'scheduled', due_at = $3", None),
-        TaskEvent::TaskQueued(_) => (
-            "status = 'queued', queued_at = $3, attempt = $4, agent_id = NULL, lease_expires_at = NULL",
-            None,
-        ),
         TaskEvent::TaskAssigned(a) => (
             "status = 'assigned', agent_id = $5, lease_expires_at = $3, attempt = $4",
             Some(Notice::Assigned {
@@ -305,7 +307,6 @@ async fn apply_task(
     // $3: the event's time or deadline; $4: attempt; $5: agent; $6: retryable.
     let (time, attempt, agent, retryable) = match e {
         TaskEvent::TaskScheduled(s) => (Some(s.schedule_at), None, None, None),
-        TaskEvent::TaskQueued(q) => (Some(at), Some(q.attempt), None, None),
         TaskEvent::TaskAssigned(a) => (
             Some(a.lease_expires_at),
             Some(a.attempt),

@@ -200,13 +200,14 @@ impl EdgeVectors {
         Ok(shard)
     }
 
-    async fn count_estimate(&self, collection: Collection) -> Result<usize, VectorError> {
+    /// Points in the collection, counted exactly or estimated.
+    async fn points(&self, collection: Collection, exact: bool) -> Result<usize, VectorError> {
         let shard = self.shard(collection).await?;
         blocking(move || {
             shard
                 .count(qdrant_edge::CountRequest {
                     filter: None,
-                    exact: false,
+                    exact,
                 })
                 .map_err(store_err)
         })
@@ -215,9 +216,10 @@ impl EdgeVectors {
 
     /// Closes the shard, removes every closed WAL segment but the newest and
     /// opens the shard again, if more than `max_closed` closed segments have
-    /// piled up and they hold more than [`WAL_BYTES_PER_POINT`] per point. Call only right after a flush, with writes held off. Calls
-    /// in flight finish on the old shard first (new ones wait); if they take
-    /// longer than [`RECYCLE_WAIT`] the reopen is left for the next flush.
+    /// piled up and they hold more than [`WAL_BYTES_PER_POINT`] per point.
+    /// Call only right after a flush, with writes held off. Calls in flight
+    /// finish on the old shard first (new ones wait); if they take longer
+    /// than [`RECYCLE_WAIT`] the reopen is left for the next flush.
     pub async fn recycle(
         &self,
         collection: Collection,
@@ -233,7 +235,7 @@ impl EdgeVectors {
         if closed.len() <= max_closed {
             return Ok(false);
         }
-        let points = self.count_estimate(collection).await?;
+        let points = self.points(collection, false).await?;
         if closed.len() * self.wal_segment <= points * WAL_BYTES_PER_POINT {
             return Ok(false);
         }
@@ -552,17 +554,7 @@ impl VectorStore for EdgeVectors {
     }
 
     async fn count(&self, collection: Collection) -> Result<u64, VectorError> {
-        let shard = self.shard(collection).await?;
-        blocking(move || {
-            shard
-                .count(qdrant_edge::CountRequest {
-                    filter: None,
-                    exact: true,
-                })
-                .map(|n| n as u64)
-                .map_err(store_err)
-        })
-        .await
+        Ok(self.points(collection, true).await? as u64)
     }
 
     async fn flush(&self) -> Result<(), VectorError> {
