@@ -47,7 +47,10 @@ pub struct AgentView {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
+/// One task as served. With the `sqlx` feature it is read straight from the
+/// `tasks` row: the columns and fields share names and types.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct TaskView {
     pub id: Uuid,
     /// The aggregate version this row reflects.
