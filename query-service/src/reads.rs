@@ -7,12 +7,18 @@
 //! nothing waits for company — so batching costs no latency at low load and,
 //! under load, turns many round trips to Postgres (each a wake-up of a server
 //! process on both ends) into one.
+//!
+//! Each lane is a connection of the readers' own pool, set up with
+//! [`service_kit::index_plans`]: the statements stay prepared (parsed once
+//! per connection) and are still planned per call with the primary key,
+//! however the table has grown since its last `ANALYZE`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use schemas::query::TaskView;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
@@ -38,7 +44,19 @@ pub struct TaskReads {
 }
 
 impl TaskReads {
-    pub fn start(pool: PgPool, lanes: usize) -> Self {
+    /// Starts the dispatcher over a pool of `lanes` connections to the
+    /// database of `options` (opened as reads need them).
+    pub fn start(options: PgConnectOptions, lanes: usize) -> Self {
+        let lanes = lanes.max(1);
+        let pool = PgPoolOptions::new()
+            .max_connections(lanes as u32)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect_lazy_with(
+                // Read only, as the query side's main pool.
+                service_kit::index_plans(options)
+                    .options([("default_transaction_read_only", "on")]),
+            );
         // Requests in flight are bounded by the server's shedding, so this
         // queue never holds more than that; the bound is a backstop.
         let (queue, rx) = mpsc::channel(4096);
@@ -46,7 +64,7 @@ impl TaskReads {
         tokio::spawn(dispatch(
             pool,
             rx,
-            Arc::new(Semaphore::new(lanes.max(1))),
+            Arc::new(Semaphore::new(lanes)),
             statements.clone(),
         ));
         Self { queue, statements }

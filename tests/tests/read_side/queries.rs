@@ -404,7 +404,10 @@ async fn concurrent_reads_of_one_task_each_are_answered_with_their_own_task() {
     }
     // One lane: every read that arrives while a statement is out waits for
     // the next one, so batches form.
-    let reads = std::sync::Arc::new(query_service::reads::TaskReads::start(sys.pool.clone(), 1));
+    let reads = std::sync::Arc::new(query_service::reads::TaskReads::start(
+        (*sys.pool.connect_options()).clone(),
+        1,
+    ));
     let unknown = (0..10).map(|_| uuid::Uuid::new_v4());
     let mut calls = Vec::new();
     for missing in unknown {
