@@ -92,9 +92,9 @@ pub async fn task(pool: &PgPool, id: Uuid) -> Result<Option<TaskView>, ApiError>
 }
 
 /// The tasks with these ids that exist, in no particular order. Prepared:
-/// call it on a pool set up with [`service_kit::index_plans`] (as
-/// [`crate::reads`] does), or a plan kept from when the table was small would
-/// scan it whole (see [`versions`]).
+/// call it on a pool with sequential scans off (as [`crate::reads`] does), or
+/// a plan kept from when the table was small would scan it whole (see
+/// [`versions`]).
 pub async fn tasks(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<TaskView>, ApiError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks t WHERE id = ANY($1)"

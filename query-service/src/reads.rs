@@ -8,10 +8,11 @@
 //! under load, turns many round trips to Postgres (each a wake-up of a server
 //! process on both ends) into one.
 //!
-//! Each lane is a connection of the readers' own pool, set up with
-//! [`service_kit::index_plans`]: the statements stay prepared (parsed once
-//! per connection) and are still planned per call with the primary key,
-//! however the table has grown since its last `ANALYZE`.
+//! Each lane is a connection of the readers' own pool, with sequential scans
+//! priced out (`enable_seqscan = off`): the two statements stay prepared and
+//! keep a generic plan (parsed and planned once per connection), and that
+//! plan reads through the primary key however small the table was when it
+//! was made (see [`service_kit::index_plans`] for why that matters).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +55,10 @@ impl TaskReads {
             .test_before_acquire(false)
             .connect_lazy_with(
                 // Read only, as the query side's main pool.
-                service_kit::index_plans(options)
-                    .options([("default_transaction_read_only", "on")]),
+                options.options([
+                    ("enable_seqscan", "off"),
+                    ("default_transaction_read_only", "on"),
+                ]),
             );
         // Requests in flight are bounded by the server's shedding, so this
         // queue never holds more than that; the bound is a backstop.
