@@ -94,10 +94,7 @@ impl Server {
         let commits = listen_for_commits(pool.clone(), stop.clone());
         let state = http::AppState::new(http::Shared {
             visibility: visibility::Visibility::start(pool.clone(), commits),
-            reads: reads::TaskReads::start(
-                (*pool.connect_options()).clone(),
-                config.read_lanes as usize,
-            ),
+            reads: reads::TaskReads::start((*pool.connect_options()).clone(), config.read_lanes),
             stopping: stop.clone(),
             stores,
             pool,

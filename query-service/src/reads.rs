@@ -47,10 +47,10 @@ pub struct TaskReads {
 impl TaskReads {
     /// Starts the dispatcher over a pool of `lanes` connections to the
     /// database of `options` (opened as reads need them).
-    pub fn start(options: PgConnectOptions, lanes: usize) -> Self {
+    pub fn start(options: PgConnectOptions, lanes: u32) -> Self {
         let lanes = lanes.max(1);
         let pool = PgPoolOptions::new()
-            .max_connections(lanes as u32)
+            .max_connections(lanes)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .test_before_acquire(false)
             .connect_lazy_with(
@@ -67,7 +67,7 @@ impl TaskReads {
         tokio::spawn(dispatch(
             pool,
             rx,
-            Arc::new(Semaphore::new(lanes)),
+            Arc::new(Semaphore::new(lanes as usize)),
             statements.clone(),
         ));
         Self { queue, statements }
