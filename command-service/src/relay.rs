@@ -415,8 +415,8 @@ impl Relay {
         // The outbox churns like a queue: its statistics lag its size, and a
         // plan priced with them scans every dead row of it for each batch's
         // delete (see `service_kit::index_plans`). Every statement here reads
-        // the primary key.
-        sqlx::query("SET enable_seqscan = off")
+        // the primary key. JIT goes with it (see `service_kit::index_scans`).
+        sqlx::query("SELECT set_config('enable_seqscan', 'off', false), set_config('jit', 'off', false)")
             .execute(&mut conn)
             .await?;
         let mut listener = match PgListener::connect_with(&self.pool).await {

@@ -365,9 +365,8 @@ async fn copy_pool(pool: &PgPool, schema: &str, lanes: usize) -> sqlx::Result<Pg
         // scans allowed (the projectors' live setting, then the copy's):
         // 35,900–36,000 against 32,800–33,400 events/s.
         .connect_with(
-            (*pool.connect_options())
-                .clone()
-                .options([("plan_cache_mode", "auto"), ("enable_seqscan", "off")]),
+            service_kit::index_scans((*pool.connect_options()).clone())
+                .options([("plan_cache_mode", "auto")]),
         )
         .await
 }

@@ -55,10 +55,8 @@ impl TaskReads {
             .test_before_acquire(false)
             .connect_lazy_with(
                 // Read only, as the query side's main pool.
-                options.options([
-                    ("enable_seqscan", "off"),
-                    ("default_transaction_read_only", "on"),
-                ]),
+                service_kit::index_scans(options)
+                    .options([("default_transaction_read_only", "on")]),
             );
         // Requests in flight are bounded by the server's shedding, so this
         // queue never holds more than that; the bound is a backstop.

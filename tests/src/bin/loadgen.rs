@@ -5,7 +5,7 @@
 //! cargo build --release -p command-service -p projectors -p query-service -p tests
 //! cargo run --release -p tests --bin loadgen -- [--quick] [--json] [--secs N]
 //!     [--rate R] [--visibility-secs S] [--relay-events N] [--relay-batch N] [--rebuild-events N]
-//!     [--parts commands,queries,visibility,relay,rebuild]
+//!     [--parts commands,queries,visibility,relay,rebuild] [--stages]
 //! ```
 //!
 //! The three services run as their own processes (release binaries next to
@@ -20,6 +20,8 @@
 //! 3. end-to-end visibility: SubmitTask at a fixed rate (open loop), and for
 //!    each the delay from its 2xx to the task being readable at that version
 //!    from the query API (`min_version`, woken by the projector's commit);
+//!    with `--stages`, also split into 2xx → stored in the stream → read model
+//!    committed → read answered;
 //! 4. the relay draining an outbox backlog next to raw pipelined JetStream
 //!    publishes of same-sized messages (in process);
 //! 5. a rebuild of the read models from a stream of N events.
@@ -27,9 +29,10 @@
 //! `--quick` (about 1.5 minutes): 2 s per throughput step, visibility for 10 s,
 //! 20,000 relay events, 50,000 rebuild events.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -65,6 +68,18 @@ struct Visibility {
     failed: u64,
     /// Why, for the first failures (transport error or status).
     failures: Vec<String>,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Where the delay went (`--stages`), per command whose stages were all seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stages: Vec<Stage>,
+}
+
+/// One stage of the visibility delay, over the commands whose every stage was seen.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Stage {
+    what: &'static str,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -310,8 +325,18 @@ async fn queries(db: &TestDb, nats_url: &str, query_url: &str, secs: f64, out: &
 }
 
 /// Open loop at `rate` for `secs`: each command's 2xx → readable at its version.
-async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) -> Visibility {
+async fn visibility(
+    command_url: &str,
+    query_url: &str,
+    rate: f64,
+    secs: f64,
+    stages: Option<(&str, &str)>,
+) -> Visibility {
     eprintln!("visibility at {rate} commands/s for {secs} s …");
+    let watch = match stages {
+        Some((nats_url, db_url)) => Some(StageWatch::start(nats_url, db_url).await),
+        None => None,
+    };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()
@@ -347,7 +372,7 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
                 .json(&json!({"task_type": "echo", "input": {"text": "visible?"}}))
                 .send()
                 .await;
-            let acked = Instant::now();
+            let (acked, acked_at) = (Instant::now(), SystemTime::now());
             let body: serde_json::Value = match r {
                 Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
                 Ok(r) => {
@@ -374,7 +399,13 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
                     .await;
                 match r {
                     Ok(r) if r.status().is_success() => {
-                        return Some(acked.elapsed().as_secs_f64() * 1000.0)
+                        return Some(Seen {
+                            id: id.to_string(),
+                            version,
+                            acked_ns: unix_ns(acked_at),
+                            visible_ns: unix_ns(SystemTime::now()),
+                            ms: acked.elapsed().as_secs_f64() * 1000.0,
+                        });
                     }
                     Ok(r) => {
                         last = format!("read answered {}", r.status());
@@ -395,13 +426,18 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
         }));
     }
     let submitted_in = started.elapsed().as_secs_f64();
-    let mut lat = Vec::with_capacity(total);
+    let mut seen = Vec::with_capacity(total);
     for h in handles {
-        if let Ok(Some(ms)) = h.await {
-            lat.push(ms);
+        if let Ok(Some(s)) = h.await {
+            seen.push(s);
         }
     }
+    let mut lat: Vec<f64> = seen.iter().map(|s| s.ms).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
+    let stages = match watch {
+        Some(w) => w.stages(&seen).await,
+        None => Vec::new(),
+    };
     Visibility {
         target_per_sec: rate,
         achieved_per_sec: total as f64 / submitted_in,
@@ -412,6 +448,173 @@ async fn visibility(command_url: &str, query_url: &str, rate: f64, secs: f64) ->
         p50_ms: pct(&lat, 0.5),
         p99_ms: pct(&lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
+        stages,
+    }
+}
+
+/// A command of the visibility run that became readable.
+struct Seen {
+    id: String,
+    version: i64,
+    acked_ns: i128,
+    visible_ns: i128,
+    ms: f64,
+}
+
+fn unix_ns(t: SystemTime) -> i128 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Watches the two points between a command's 2xx and its read: the event
+/// stored in the stream (JetStream's own timestamp, read through an ordered
+/// consumer) and the read-model projection's commit that holds it (its
+/// commit notification, `<projection>:<checkpoint>`). All on this machine's
+/// one clock. The consumer and the listener add a little load of their own,
+/// which is why `--stages` is not the default.
+struct StageWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Message id → (stream sequence, stored at, ns since the epoch).
+    stored: tokio::task::JoinHandle<HashMap<String, (u64, i128)>>,
+    /// (committed at, checkpoint), in the order they came.
+    commits: tokio::task::JoinHandle<Vec<(i128, u64)>>,
+}
+
+impl StageWatch {
+    async fn start(nats_url: &str, db_url: &str) -> Self {
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        use futures::StreamExt;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("nats"));
+        let mut messages = js
+            .get_stream(schemas::subjects::DEFAULT_STREAM)
+            .await
+            .expect("stream")
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .expect("ordered consumer")
+            .messages()
+            .await
+            .expect("messages");
+        let mut stop_stored = stopped.clone();
+        let stored = tokio::spawn(async move {
+            let mut stored = HashMap::new();
+            loop {
+                // After the stop, what is still on its way (the run waited
+                // for every read, so every event is in the stream already).
+                let next = if *stop_stored.borrow() {
+                    match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                } else {
+                    tokio::select! {
+                        m = messages.next() => m,
+                        _ = stop_stored.changed() => continue,
+                    }
+                };
+                let Some(Ok(m)) = next else { break };
+                let (Ok(info), Some(id)) = (
+                    m.info(),
+                    m.headers
+                        .as_ref()
+                        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID)),
+                ) else {
+                    continue;
+                };
+                stored.insert(
+                    id.to_string(),
+                    (info.stream_sequence, info.published.unix_timestamp_nanos()),
+                );
+            }
+            stored
+        });
+        let mut listener = sqlx::postgres::PgListener::connect(db_url)
+            .await
+            .expect("listener");
+        listener
+            .listen(projectors::runtime::CHECKPOINT_CHANNEL)
+            .await
+            .expect("LISTEN");
+        let mut stop_commits = stopped;
+        let commits = tokio::spawn(async move {
+            let mut commits = Vec::new();
+            loop {
+                tokio::select! {
+                    n = listener.recv() => {
+                        let Ok(n) = n else { break };
+                        let at = unix_ns(SystemTime::now());
+                        if let Some((projectors::read_models::NAME, seq)) = n.payload().split_once(':') {
+                            if let Ok(seq) = seq.parse() {
+                                commits.push((at, seq));
+                            }
+                        }
+                    }
+                    _ = stop_commits.changed() => break,
+                }
+            }
+            commits
+        });
+        Self {
+            stop,
+            stored,
+            commits,
+        }
+    }
+
+    /// Each stage's p50/p99/max over the commands whose every point was seen.
+    async fn stages(self, seen: &[Seen]) -> Vec<Stage> {
+        let _ = self.stop.send(true);
+        let stored = self.stored.await.unwrap_or_default();
+        let commits = self.commits.await.unwrap_or_default();
+        let mut parts: [Vec<f64>; 3] = Default::default();
+        for s in seen {
+            let msg_id = schemas::subjects::message_id(
+                schemas::subjects::TASK,
+                &s.id,
+                s.version,
+            );
+            let Some(&(seq, stored_ns)) = stored.get(&msg_id) else {
+                continue;
+            };
+            // Checkpoints only grow: the first commit at or past the event.
+            let i = commits.partition_point(|&(_, c)| c < seq);
+            let Some(&(committed_ns, _)) = commits.get(i) else {
+                continue;
+            };
+            let ms = |from: i128, to: i128| (to - from) as f64 / 1e6;
+            parts[0].push(ms(s.acked_ns, stored_ns));
+            parts[1].push(ms(stored_ns, committed_ns));
+            parts[2].push(ms(committed_ns, s.visible_ns));
+        }
+        eprintln!(
+            "  stages seen for {} of {} commands ({} stored events, {} read-model commits)",
+            parts[0].len(),
+            seen.len(),
+            stored.len(),
+            commits.len()
+        );
+        let names = [
+            "2xx → stored in the stream (relay)",
+            "stored → read model committed (projector)",
+            "committed → read answered (query service)",
+        ];
+        names
+            .into_iter()
+            .zip(parts)
+            .map(|(what, mut lat)| {
+                lat.sort_by(|a, b| a.total_cmp(b));
+                Stage {
+                    what,
+                    p50_ms: pct(&lat, 0.5),
+                    p99_ms: pct(&lat, 0.99),
+                    max_ms: lat.last().copied().unwrap_or(0.0),
+                }
+            })
+            .collect()
     }
 }
 
@@ -502,6 +705,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let as_json = args.iter().any(|a| a == "--json");
+    let stages = args.iter().any(|a| a == "--stages");
     let secs: f64 = arg(&args, "--secs").unwrap_or(if quick { 2.0 } else { 10.0 });
     let rate: f64 = arg(&args, "--rate").unwrap_or(1000.0);
     let vis_secs: f64 = arg(&args, "--visibility-secs").unwrap_or(if quick { 10.0 } else { 30.0 });
@@ -565,7 +769,17 @@ async fn main() {
         }
         if wants("visibility") {
             settle(&db, &nats.url()).await;
-            report.visibility = Some(visibility(&command.url, &query.url, rate, vis_secs).await);
+            let watch = stages.then(|| (nats.url(), db.url.clone()));
+            report.visibility = Some(
+                visibility(
+                    &command.url,
+                    &query.url,
+                    rate,
+                    vis_secs,
+                    watch.as_ref().map(|(n, d)| (n.as_str(), d.as_str())),
+                )
+                .await,
+            );
         }
         for s in [&command, &projectors, &query] {
             report.memory.push(Memory {
@@ -623,6 +837,12 @@ async fn main() {
             "visibility at {:.0}/s for {:.0} s ({} commands, {:.0}/s reached, {} failed): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             v.target_per_sec, v.secs, v.commands, v.achieved_per_sec, v.failed, v.p50_ms, v.p99_ms, v.max_ms
         );
+        for st in &v.stages {
+            println!(
+                "  {:<44} p50 {:>6.1} ms, p99 {:>6.1} ms, max {:>6.1} ms",
+                st.what, st.p50_ms, st.p99_ms, st.max_ms
+            );
+        }
         for why in &v.failures {
             println!("  failure: {why}");
         }
