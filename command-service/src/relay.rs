@@ -416,9 +416,11 @@ impl Relay {
         // plan priced with them scans every dead row of it for each batch's
         // delete (see `service_kit::index_plans`). Every statement here reads
         // the primary key. JIT goes with it (see `service_kit::index_scans`).
-        sqlx::query("SELECT set_config('enable_seqscan', 'off', false), set_config('jit', 'off', false)")
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('enable_seqscan', 'off', false), set_config('jit', 'off', false)",
+        )
+        .execute(&mut conn)
+        .await?;
         let mut listener = match PgListener::connect_with(&self.pool).await {
             Ok(mut l) => match l.listen(CHANNEL).await {
                 Ok(()) => Some(l),

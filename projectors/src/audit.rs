@@ -263,7 +263,7 @@ pub struct ChainReport {
     pub broken: Vec<BrokenLink>,
 }
 
-/// The hash the store computes (`event_hash` in the migration), recomputed
+/// The hash the store computes (`event_hash_of` in the migrations), recomputed
 /// here independently of the database.
 pub fn event_hash(prev: Option<&str>, r: &ChainRow) -> String {
     let text = format!(

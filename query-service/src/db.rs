@@ -55,8 +55,11 @@ pub async fn version(pool: &PgPool, table: Table, id: Uuid) -> Result<Option<i64
         .await?)
 }
 
-/// The versions of the rows with these ids that exist. Not prepared: a plan
-/// kept from when the table was small would scan it whole.
+/// The versions of the rows with these ids that exist. Prepared: call it on
+/// a pool with sequential scans off (as [`crate::visibility`] does), or a
+/// plan kept from when the table was small would scan it whole. (It was sent
+/// unprepared before, which costs sqlx a round trip for the statement's
+/// description on every call.)
 pub async fn versions(
     pool: &PgPool,
     table: Table,
@@ -66,11 +69,7 @@ pub async fn versions(
         "SELECT id, version FROM {} WHERE id = ANY($1)",
         table.name()
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(ids)
-        .persistent(false)
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as(&sql).bind(ids).fetch_all(pool).await?)
 }
 
 pub async fn agent(pool: &PgPool, id: Uuid) -> Result<Option<AgentView>, ApiError> {

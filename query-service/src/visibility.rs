@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -37,14 +38,26 @@ type Waiters = HashMap<(Table, Uuid), Vec<Waiter>>;
 /// The waiters and the checker that releases them.
 pub struct Visibility {
     pool: PgPool,
+    /// The checker's own connection: its statement stays prepared, planned
+    /// once, through the primary key (see [`db::versions`]).
+    checker: PgPool,
     waiters: Mutex<Waiters>,
 }
 
 impl Visibility {
     /// Starts the checker; `commits` ticks after each committed read-model batch.
     pub fn start(pool: PgPool, commits: watch::Receiver<u64>) -> Arc<Self> {
+        let checker = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect_lazy_with(
+                service_kit::index_scans((*pool.connect_options()).clone())
+                    .options([("default_transaction_read_only", "on")]),
+            );
         let this = Arc::new(Self {
             pool,
+            checker,
             waiters: Mutex::new(HashMap::new()),
         });
         tokio::spawn(check_loop(Arc::downgrade(&this), commits));
@@ -125,7 +138,7 @@ impl Visibility {
             }
         }
         for (table, ids) in wanted {
-            let versions = match db::versions(&self.pool, table, &ids).await {
+            let versions = match db::versions(&self.checker, table, &ids).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "min_version check failed; retrying");

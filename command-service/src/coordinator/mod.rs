@@ -149,28 +149,27 @@ impl Coordinator {
                             _ => break,
                         }
                     }
-                    self.apply_batch(&batch).await?;
-                    true
+                    Some(self.apply_batch(&batch).await?)
                 }
-                _ = ticker.tick() => false,
+                _ = ticker.tick() => None,
                 _ = shutdown.changed() => return Ok(()),
             };
             if !lock_check.still_leading(lock).await {
                 return Err("lost the coordinator lock's connection".into());
             }
-            if after_events {
-                self.react().await;
-            } else {
-                self.tick().await;
+            match after_events {
+                Some(due) => self.react(due).await,
+                None => self.tick().await,
             }
         }
     }
 
-    /// Folds a batch of stream messages into the view, then tells agents.
+    /// Folds a batch of stream messages into the view, then tells agents;
+    /// returns the decisions its events call for.
     async fn apply_batch(
         &self,
         batch: &[async_nats::jetstream::Message],
-    ) -> Result<(), async_nats::Error> {
+    ) -> Result<Due, async_nats::Error> {
         let mut tx = self.pool.begin().await?;
         // The view is derived from the stream and its checkpoint commits with
         // it: a commit lost in a Postgres crash is re-read from the stream, so
@@ -198,7 +197,56 @@ impl Coordinator {
         for n in notices {
             self.notify(n).await;
         }
-        Ok(())
+        Ok(Due::of(events.iter().map(|(_, e)| e)))
+    }
+}
+
+/// The decisions a batch of events can make due at once; the ticker makes
+/// every one of them, and every deadline, due anyway. Under load most
+/// batches are submissions and their queueings, which call for dispatch
+/// only: two of the three lookups after each batch found nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Due {
+    /// A failed or timed-out attempt may be retried.
+    pub retries: bool,
+    /// A dependency ended, a task with dependencies arrived, or a schedule was set.
+    pub waiting: bool,
+    /// A task was queued or an agent's capacity or status may have changed.
+    pub dispatch: bool,
+}
+
+impl Due {
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a DomainEvent>) -> Self {
+        let mut due = Self::default();
+        for event in events {
+            let DomainEvent::Task(event) = event else {
+                // Agents' events change who can take work.
+                due.dispatch = true;
+                continue;
+            };
+            match event {
+                TaskEvent::TaskSubmitted(t) => due.waiting |= !t.depends_on.is_empty(),
+                TaskEvent::TaskQueued(_) => due.dispatch = true,
+                TaskEvent::TaskAssigned(_)
+                | TaskEvent::TaskStarted(_)
+                | TaskEvent::TaskProgressReported(_) => {}
+                TaskEvent::TaskScheduled(_) | TaskEvent::TaskRetryScheduled(_) => {
+                    due.waiting = true
+                }
+                TaskEvent::TaskSucceeded(_) | TaskEvent::TaskCancelled(_) => {
+                    due.waiting = true;
+                    due.dispatch = true;
+                }
+                TaskEvent::TaskFailed(_) | TaskEvent::TaskTimedOut(_) => {
+                    due = Self {
+                        retries: true,
+                        waiting: true,
+                        dispatch: true,
+                    }
+                }
+            }
+        }
+        due
     }
 }
 
@@ -289,4 +337,64 @@ async fn flush_submitted(
     }
     submitted.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::events::{TaskFailed, TaskQueued, TaskSubmitted};
+    use uuid::Uuid;
+
+    fn submitted(depends_on: Vec<Uuid>) -> DomainEvent {
+        DomainEvent::Task(TaskEvent::TaskSubmitted(TaskSubmitted {
+            task_type: "echo".into(),
+            input: serde_json::json!({}),
+            required_capabilities: vec![],
+            priority: 0,
+            target_agent_id: None,
+            schedule_at: None,
+            queue_timeout_secs: None,
+            execution_timeout_secs: None,
+            max_retries: 0,
+            idempotency_key: None,
+            parent_task_id: None,
+            depends_on,
+        }))
+    }
+
+    #[test]
+    fn submissions_and_queueings_call_for_dispatch_only() {
+        let queued = DomainEvent::Task(TaskEvent::TaskQueued(TaskQueued { attempt: 1 }));
+        let due = Due::of([&submitted(vec![]), &queued, &submitted(vec![]), &queued]);
+        assert_eq!(
+            due,
+            Due {
+                retries: false,
+                waiting: false,
+                dispatch: true
+            }
+        );
+        assert_eq!(Due::of([&submitted(vec![])]), Due::default());
+    }
+
+    #[test]
+    fn dependencies_and_failures_call_for_their_lookups() {
+        let with_deps = Due::of([&submitted(vec![Uuid::new_v4()])]);
+        assert!(with_deps.waiting && !with_deps.retries);
+        let failed = DomainEvent::Task(TaskEvent::TaskFailed(TaskFailed {
+            agent_id: None,
+            attempt: 1,
+            error: "boom".into(),
+            retryable: true,
+        }));
+        let due = Due::of([&submitted(vec![]), &failed]);
+        assert_eq!(
+            due,
+            Due {
+                retries: true,
+                waiting: true,
+                dispatch: true
+            }
+        );
+    }
 }

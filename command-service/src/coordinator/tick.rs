@@ -14,7 +14,7 @@ use schemas::{subjects, EventEnvelope, EventMetadata};
 use uuid::Uuid;
 
 use super::view::{self, Notice};
-use super::Coordinator;
+use super::{Coordinator, Due};
 use crate::error::ApiError;
 use crate::store;
 
@@ -41,12 +41,20 @@ impl Coordinator {
     }
 
     /// The part of [`Self::tick`] that events (not the clock) make due:
-    /// retries of failures, tasks whose dependencies finished, dispatch.
-    pub async fn react(&self) {
+    /// retries of failures, tasks whose dependencies finished, dispatch —
+    /// those of them that `due` names.
+    pub async fn react(&self, due: Due) {
         let steps = async {
-            self.schedule_retries().await?;
-            self.release_waiting().await?;
-            self.dispatch().await
+            if due.retries {
+                self.schedule_retries().await?;
+            }
+            if due.waiting {
+                self.release_waiting().await?;
+            }
+            if due.dispatch {
+                self.dispatch().await?;
+            }
+            Ok::<(), sqlx::Error>(())
         };
         if let Err(e) = steps.await {
             tracing::warn!(error = %e, "coordinator: reacting to events failed; retrying next tick");

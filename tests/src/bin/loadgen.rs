@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
@@ -231,21 +231,22 @@ async fn commands(
     .execute(&pool)
     .await
     .expect("baseline table");
-    let http = reqwest::Client::new();
+    let http = Http::new();
+    let submit: http::Uri = format!("{command_url}/api/v1/tasks")
+        .parse()
+        .expect("submit URI");
+    let body =
+        bytes::Bytes::from(json!({"task_type": "echo", "input": {"text": "load"}}).to_string());
     for clients in [1usize, 16, 64] {
         settle(db, nats_url).await;
         eprintln!("commands at {clients} client(s) for {secs} s …");
-        let (h, url) = (http.clone(), command_url.to_string());
+        let (h, uri, body) = (http.clone(), submit.clone(), body.clone());
         let (rate, lat) = drive(clients, secs, move |_| {
-            let (h, url) = (h.clone(), url.clone());
+            let (h, uri, body) = (h.clone(), uri.clone(), body.clone());
             async move {
-                h.post(format!("{url}/api/v1/tasks"))
-                    .header("X-Actor", "loadgen")
-                    .json(&json!({"task_type": "echo", "input": {"text": "load"}}))
-                    .send()
+                h.post_json(uri, body)
                     .await
-                    .read_success()
-                    .await
+                    .is_ok_and(|a| a.status.is_success())
             }
         })
         .await;
@@ -291,7 +292,7 @@ async fn queries(db: &TestDb, nats_url: &str, query_url: &str, secs: f64, out: &
         .collect::<Result<_, _>>()
         .expect("task URIs");
     let (ids, uris) = (Arc::new(ids), Arc::new(uris));
-    let http = Getter::new();
+    let http = Http::new();
     for clients in [16usize, 64] {
         settle(db, nats_url).await;
         eprintln!("queries at {clients} clients for {secs} s …");
@@ -337,10 +338,12 @@ async fn visibility(
         Some((nats_url, db_url)) => Some(StageWatch::start(nats_url, db_url).await),
         None => None,
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .build()
-        .expect("client");
+    let http = Http::new();
+    let submit: http::Uri = format!("{command_url}/api/v1/tasks")
+        .parse()
+        .expect("submit URI");
+    let body =
+        bytes::Bytes::from(json!({"task_type": "echo", "input": {"text": "visible?"}}).to_string());
     let total = (rate * secs) as usize;
     let failed = Arc::new(AtomicU64::new(0));
     let reasons = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -350,9 +353,10 @@ async fn visibility(
     let mut handles = Vec::with_capacity(total);
     for _ in 0..total {
         ticker.tick().await;
-        let (h, c, q, failed, reasons) = (
+        let (h, submit, body, q, failed, reasons) = (
             http.clone(),
-            command_url.to_string(),
+            submit.clone(),
+            body.clone(),
             query_url.to_string(),
             failed.clone(),
             reasons.clone(),
@@ -366,17 +370,14 @@ async fn visibility(
             }
         };
         handles.push(tokio::spawn(async move {
-            let r = h
-                .post(format!("{c}/api/v1/tasks"))
-                .header("X-Actor", "loadgen")
-                .json(&json!({"task_type": "echo", "input": {"text": "visible?"}}))
-                .send()
-                .await;
+            let r = h.post_json(submit, body).await;
             let (acked, acked_at) = (Instant::now(), SystemTime::now());
             let body: serde_json::Value = match r {
-                Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
-                Ok(r) => {
-                    fail(format!("submit answered {}", r.status()));
+                Ok(a) if a.status.is_success() => {
+                    serde_json::from_slice(&a.body).unwrap_or_default()
+                }
+                Ok(a) => {
+                    fail(format!("submit answered {}", a.status));
                     return None;
                 }
                 Err(e) => {
@@ -392,13 +393,17 @@ async fn visibility(
             // has it; a 503 says when to come back (Retry-After), as a
             // well-behaved client would.
             let mut last = String::new();
+            let uri: http::Uri =
+                match format!("{q}/api/v1/tasks/{id}?min_version={version}").parse() {
+                    Ok(uri) => uri,
+                    Err(e) => {
+                        fail(format!("read URI: {e}"));
+                        return None;
+                    }
+                };
             for _ in 0..15 {
-                let r = h
-                    .get(format!("{q}/api/v1/tasks/{id}?min_version={version}"))
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
+                match h.get(uri.clone()).await {
+                    Ok(a) if a.status.is_success() => {
                         return Some(Seen {
                             id: id.to_string(),
                             version,
@@ -407,11 +412,11 @@ async fn visibility(
                             ms: acked.elapsed().as_secs_f64() * 1000.0,
                         });
                     }
-                    Ok(r) => {
-                        last = format!("read answered {}", r.status());
-                        let retry_after = r
-                            .headers()
-                            .get(reqwest::header::RETRY_AFTER)
+                    Ok(a) => {
+                        last = format!("read answered {}", a.status);
+                        let retry_after = a
+                            .headers
+                            .get(http::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse::<u64>().ok());
                         if let Some(secs) = retry_after {
@@ -572,11 +577,7 @@ impl StageWatch {
         let commits = self.commits.await.unwrap_or_default();
         let mut parts: [Vec<f64>; 3] = Default::default();
         for s in seen {
-            let msg_id = schemas::subjects::message_id(
-                schemas::subjects::TASK,
-                &s.id,
-                s.version,
-            );
+            let msg_id = schemas::subjects::message_id(schemas::subjects::TASK, &s.id, s.version);
             let Some(&(seq, stored_ns)) = stored.get(&msg_id) else {
                 continue;
             };
@@ -858,16 +859,23 @@ async fn main() {
     }
 }
 
-/// The GETs' client: hyper's own HTTP/1 client over kept-alive connections,
-/// each request's URI parsed once before the run. The load generator shares
-/// the machine's two cores with what it measures, so its own cost per request
-/// is taken from the system's figure: reqwest (URL parsing and normalisation,
-/// header maps, redirect and proxy handling per request) took about a third
-/// of a core at 10,000 GETs/s.
+/// The load generator's HTTP client: hyper's own HTTP/1 client over
+/// kept-alive connections, each GET's URI parsed once before the run where it
+/// can be. The load generator shares the machine's two cores with what it
+/// measures, so its own cost per request is taken from the system's figure:
+/// reqwest (URL parsing and normalisation, header maps, redirect and proxy
+/// handling per request) took about a third of a core at 10,000 GETs/s.
 #[derive(Clone)]
-struct Getter(hyper_util::client::legacy::Client<HttpConnector, Empty<bytes::Bytes>>);
+struct Http(hyper_util::client::legacy::Client<HttpConnector, Full<bytes::Bytes>>);
 
-impl Getter {
+/// An answer: status, headers and the whole body.
+struct Answer {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Http {
     fn new() -> Self {
         Self(
             hyper_util::client::legacy::Client::builder(TokioExecutor::new())
@@ -878,30 +886,34 @@ impl Getter {
 
     /// Whether `GET uri` answers a 2xx, its body read to the end.
     async fn get_ok(&self, uri: http::Uri) -> bool {
-        match self.0.get(uri).await {
-            Ok(r) => {
-                let ok = r.status().is_success();
-                r.into_body().collect().await.is_ok() && ok
-            }
-            Err(_) => false,
-        }
+        self.get(uri).await.is_ok_and(|a| a.status.is_success())
     }
-}
 
-/// Whether an answer is a 2xx, read to its end as a real client would (an
-/// unread body can cost the connection its reuse).
-trait ReadSuccess {
-    async fn read_success(self) -> bool;
-}
+    async fn get(&self, uri: http::Uri) -> Result<Answer, String> {
+        let request = http::Request::get(uri)
+            .body(Full::default())
+            .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
 
-impl ReadSuccess for reqwest::Result<reqwest::Response> {
-    async fn read_success(self) -> bool {
-        match self {
-            Ok(r) => {
-                let ok = r.status().is_success();
-                r.bytes().await.is_ok() && ok
-            }
-            Err(_) => false,
-        }
+    /// `POST uri` with a JSON body, as the `loadgen` actor.
+    async fn post_json(&self, uri: http::Uri, body: bytes::Bytes) -> Result<Answer, String> {
+        let request = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("X-Actor", "loadgen")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: http::Request<Full<bytes::Bytes>>) -> Result<Answer, String> {
+        let response = self.0.request(request).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
