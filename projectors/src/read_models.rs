@@ -326,35 +326,28 @@ impl<'a> Batch<'a> {
 
     /// Writes the changed rows and the new history rows, one statement each.
     async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {
-        write_tasks(conn, &self.tasks.changed_rows()).await?;
         self.agents.write(conn).await?;
-        if !self.history.is_empty() {
-            // Column by column as typed arrays: Postgres reads these far
-            // cheaper than one JSON document of rows (JSON parsing was a fifth
-            // of a rebuild's machine time).
-            let h = &self.history;
-            sqlx::query(
-                "INSERT INTO task_events (task_id, sequence, stream_sequence, event_id, event_type, \
-                     occurred_at, actor, correlation_id, causation_id, request_id, agent_id, payload) \
-                 SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::uuid[], $5::text[], \
-                     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], \
-                     $12::jsonb[]) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(column(h, |r| r.task_id))
-            .bind(column(h, |r| r.sequence))
-            .bind(column(h, |r| bigint(r.stream_sequence)))
-            .bind(column(h, |r| r.event_id))
-            .bind(column(h, |r| r.event_type))
-            .bind(column(h, |r| r.occurred_at))
-            .bind(column(h, |r| r.actor))
-            .bind(column(h, |r| r.correlation_id))
-            .bind(column(h, |r| r.causation_id))
-            .bind(column(h, |r| r.request_id))
-            .bind(column(h, |r| r.agent_id))
-            .bind(column(h, |r| Json(&r.payload)))
-            .execute(&mut *conn)
-            .await?;
+        let tasks = self.tasks.changed_rows();
+        let h = &self.history;
+        match (tasks.is_empty(), h.is_empty()) {
+            (true, true) => {}
+            (false, true) => {
+                bind_tasks(sqlx::query(&TASK_UPSERT), &tasks)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            (true, false) => {
+                bind_history(sqlx::query(&HISTORY_INSERT), h)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            // The usual batch: both in one statement, one round trip less
+            // on the way from an event to its read.
+            (false, false) => {
+                bind_history(bind_tasks(sqlx::query(&TASKS_AND_HISTORY), &tasks), h)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -413,14 +406,14 @@ static TASK_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Inserts or replaces task rows in one statement, column by column as typed
-/// arrays: Postgres reads these far cheaper than a JSON document of rows
-/// (parsing that document was the largest part of a rebuild's database time).
-async fn write_tasks(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<(), ApplyError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&TASK_UPSERT)
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds task rows to [`TASK_UPSERT`]'s parameters ($1…$32), column by column
+/// as typed arrays: Postgres reads these far cheaper than a JSON document of
+/// rows (parsing that document was the largest part of a rebuild's database
+/// time).
+fn bind_tasks<'q>(query: PgQuery<'q>, rows: &[&'q TaskRow]) -> PgQuery<'q> {
+    query
         .bind(column(rows, |r| r.id))
         .bind(column(rows, |r| r.version))
         .bind(column(rows, |r| r.task_type.as_str()))
@@ -453,10 +446,62 @@ async fn write_tasks(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<(), A
         .bind(column(rows, |r| r.lease_expires_at))
         .bind(column(rows, |r| r.started_at))
         .bind(column(rows, |r| r.finished_at))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
+
+/// Binds history rows to [`history_insert`]'s twelve parameters.
+fn bind_history<'q>(query: PgQuery<'q>, h: &'q [HistoryRow<'q>]) -> PgQuery<'q> {
+    query
+        .bind(column(h, |r| r.task_id))
+        .bind(column(h, |r| r.sequence))
+        .bind(column(h, |r| bigint(r.stream_sequence)))
+        .bind(column(h, |r| r.event_id))
+        .bind(column(h, |r| r.event_type))
+        .bind(column(h, |r| r.occurred_at))
+        .bind(column(h, |r| r.actor))
+        .bind(column(h, |r| r.correlation_id))
+        .bind(column(h, |r| r.causation_id))
+        .bind(column(h, |r| r.request_id))
+        .bind(column(h, |r| r.agent_id))
+        .bind(column(h, |r| Json(&r.payload)))
+}
+
+/// The history insert over typed column arrays, its parameters numbered from
+/// `first`. Column by column as typed arrays, as the tasks.
+fn history_insert(first: usize) -> String {
+    let types = [
+        "uuid",
+        "int8",
+        "int8",
+        "uuid",
+        "text",
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "text",
+        "uuid",
+        "jsonb",
+    ];
+    let params = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO task_events (task_id, sequence, stream_sequence, event_id, event_type, \
+             occurred_at, actor, correlation_id, causation_id, request_id, agent_id, payload) \
+         SELECT * FROM unnest({params}) ON CONFLICT DO NOTHING"
+    )
+}
+
+static HISTORY_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| history_insert(1));
+
+/// Both in one statement: the task upsert as a data-modifying CTE (which runs
+/// to completion whether or not it is referred to), then the history.
+static TASKS_AND_HISTORY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("WITH upserted AS ({}) {}", *TASK_UPSERT, history_insert(33))
+});
 
 /// `col = EXCLUDED.col` for every column but the key.
 fn update_set(columns: &str) -> String {
