@@ -91,10 +91,11 @@ fn lock_key(projection: &str) -> String {
 }
 
 /// The projectors' migrations, to create the read-model tables in a schema.
-fn schema_sql() -> [&'static str; 2] {
+fn schema_sql() -> [&'static str; 3] {
     [
         include_str!("../migrations/20261125100001_read_models.sql"),
         include_str!("../migrations/20261125100002_audit_indexes.sql"),
+        include_str!("../migrations/20261125100003_batch_start.sql"),
     ]
 }
 

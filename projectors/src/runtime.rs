@@ -158,7 +158,8 @@ pub fn consumer_name(prefix: &str, projection: &str) -> String {
     format!("{prefix}_{projection}")
 }
 
-/// Serialises batches and re-drives of one projection across processes.
+/// Serialises batches and re-drives of one projection across processes (the
+/// same key as `projector_batch_start`, which takes it for each batch).
 pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx::Result<()> {
     // Scoped by schema, so a rebuild into another schema does not contend.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sutazai-projection:' || current_schema() || ':' || $1))")
@@ -168,9 +169,10 @@ pub async fn lock_projection(conn: &mut PgConnection, projection: &str) -> sqlx:
     Ok(())
 }
 
-/// What a batch starts from, in one statement: the checkpoint (0 if none)
-/// and the aggregates with parked events, each with its first (blocking)
-/// dead letter.
+/// What a batch starts from, in one round trip (`projector_batch_start` in
+/// the migrations): the projection's lock for this transaction (see
+/// [`lock_projection`]), then the checkpoint (0 if none) and the aggregates
+/// with parked events, each with its first (blocking) dead letter.
 async fn batch_start(
     conn: &mut PgConnection,
     projection: &str,
@@ -182,11 +184,7 @@ async fn batch_start(
         Option<Vec<i64>>,
     );
     let (checkpoint, types, ids, letters): Row = sqlx::query_as(
-        "SELECT (SELECT stream_sequence FROM projector_checkpoints WHERE projection = $1), \
-                array_agg(p.aggregate_type), array_agg(p.aggregate_id), array_agg(p.id) \
-         FROM (SELECT aggregate_type, aggregate_id, min(id) AS id FROM dead_letters \
-               WHERE projection = $1 AND status = 'parked' AND aggregate_id IS NOT NULL \
-               GROUP BY aggregate_type, aggregate_id) p",
+        "SELECT checkpoint, aggregate_types, aggregate_ids, letters FROM projector_batch_start($1)",
     )
     .bind(projection)
     .fetch_one(conn)
@@ -282,9 +280,8 @@ async fn run_batch(
 ) -> Result<Option<BatchOutcome>, sqlx::Error> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
-    lock_projection(&mut tx, name).await?;
-    // Read after the lock (a statement of its own, so its snapshot is taken
-    // once the lock is held): what an earlier holder committed is seen.
+    // The lock, then the read (in a snapshot taken once the lock is held:
+    // what an earlier holder committed is seen).
     let (last, mut parked) = batch_start(&mut tx, name).await?;
     let mut last = last.max(0) as u64;
     let mut outcome = BatchOutcome::default();
