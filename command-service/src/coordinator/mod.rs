@@ -170,13 +170,9 @@ impl Coordinator {
         &self,
         batch: &[async_nats::jetstream::Message],
     ) -> Result<Due, async_nats::Error> {
+        // The checkpoint's statement also lets this commit skip the WAL flush
+        // (see `view::set_checkpoint`).
         let mut tx = self.pool.begin().await?;
-        // The view is derived from the stream and its checkpoint commits with
-        // it: a commit lost in a Postgres crash is re-read from the stream, so
-        // it need not wait for the WAL flush (the commands' commits do).
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
         let mut last = 0;
         let mut events = Vec::with_capacity(batch.len());
         for m in batch {
