@@ -44,20 +44,26 @@ pub struct TaskReads {
     statements: Arc<AtomicU64>,
 }
 
+/// A pool of up to `connections` read-only sessions (as the query side's main
+/// pool) with sequential scans priced out, opened as they are needed: its
+/// statements stay prepared with a generic plan that reads through the
+/// primary key (see [`service_kit::index_scans`]).
+pub(crate) fn index_read_pool(options: PgConnectOptions, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .test_before_acquire(false)
+        .connect_lazy_with(
+            service_kit::index_scans(options).options([("default_transaction_read_only", "on")]),
+        )
+}
+
 impl TaskReads {
     /// Starts the dispatcher over a pool of `lanes` connections to the
     /// database of `options` (opened as reads need them).
     pub fn start(options: PgConnectOptions, lanes: u32) -> Self {
         let lanes = lanes.max(1);
-        let pool = PgPoolOptions::new()
-            .max_connections(lanes)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .test_before_acquire(false)
-            .connect_lazy_with(
-                // Read only, as the query side's main pool.
-                service_kit::index_scans(options)
-                    .options([("default_transaction_read_only", "on")]),
-            );
+        let pool = index_read_pool(options, lanes);
         // Requests in flight are bounded by the server's shedding, so this
         // queue never holds more than that; the bound is a backstop.
         let (queue, rx) = mpsc::channel(4096);

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -47,14 +46,7 @@ pub struct Visibility {
 impl Visibility {
     /// Starts the checker; `commits` ticks after each committed read-model batch.
     pub fn start(pool: PgPool, commits: watch::Receiver<u64>) -> Arc<Self> {
-        let checker = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
-            .connect_lazy_with(
-                service_kit::index_scans((*pool.connect_options()).clone())
-                    .options([("default_transaction_read_only", "on")]),
-            );
+        let checker = crate::reads::index_read_pool((*pool.connect_options()).clone(), 1);
         let this = Arc::new(Self {
             pool,
             checker,

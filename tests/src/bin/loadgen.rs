@@ -232,11 +232,7 @@ async fn commands(
     .await
     .expect("baseline table");
     let http = Http::new();
-    let submit: http::Uri = format!("{command_url}/api/v1/tasks")
-        .parse()
-        .expect("submit URI");
-    let body =
-        bytes::Bytes::from(json!({"task_type": "echo", "input": {"text": "load"}}).to_string());
+    let (submit, body) = submit_task(command_url, "load");
     for clients in [1usize, 16, 64] {
         settle(db, nats_url).await;
         eprintln!("commands at {clients} client(s) for {secs} s …");
@@ -325,6 +321,15 @@ async fn queries(db: &TestDb, nats_url: &str, query_url: &str, secs: f64, out: &
     }
 }
 
+/// The URI and body of a SubmitTask of an `echo` task with `text` as its input.
+fn submit_task(command_url: &str, text: &str) -> (http::Uri, bytes::Bytes) {
+    let uri = format!("{command_url}/api/v1/tasks")
+        .parse()
+        .expect("submit URI");
+    let body = json!({"task_type": "echo", "input": {"text": text}}).to_string();
+    (uri, bytes::Bytes::from(body))
+}
+
 /// Open loop at `rate` for `secs`: each command's 2xx → readable at its version.
 async fn visibility(
     command_url: &str,
@@ -339,11 +344,7 @@ async fn visibility(
         None => None,
     };
     let http = Http::new();
-    let submit: http::Uri = format!("{command_url}/api/v1/tasks")
-        .parse()
-        .expect("submit URI");
-    let body =
-        bytes::Bytes::from(json!({"task_type": "echo", "input": {"text": "visible?"}}).to_string());
+    let (submit, body) = submit_task(command_url, "visible?");
     let total = (rate * secs) as usize;
     let failed = Arc::new(AtomicU64::new(0));
     let reasons = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
