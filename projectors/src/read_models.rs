@@ -13,7 +13,7 @@
 //! fails the whole batch, which the runtime then re-runs one event at a time
 //! so that only that event is parked.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use schemas::events::*;
@@ -174,9 +174,11 @@ impl Row for AgentRow {
     }
 }
 
-/// The rows of one table a batch touches, and which of them it changed.
+/// The rows of one table a batch touches, which of them were stored before
+/// it, and which of them it changed.
 struct Rows<R> {
     rows: HashMap<Uuid, R>,
+    stored: HashSet<Uuid>,
     changed: BTreeSet<Uuid>,
 }
 
@@ -196,6 +198,7 @@ impl<R: Row> Rows<R> {
             .await?
         };
         Ok(Self {
+            stored: rows.iter().map(Row::id).collect(),
             rows: rows.into_iter().map(|r| (r.id(), r)).collect(),
             changed: BTreeSet::new(),
         })
@@ -210,6 +213,17 @@ impl<R: Row> Rows<R> {
             .iter()
             .filter_map(|id| self.rows.get(id))
             .collect()
+    }
+
+    /// The changed rows, new ones first, and how many are new.
+    fn changed_new_first(&self) -> (Vec<&R>, usize) {
+        let (mut rows, stored): (Vec<&R>, Vec<&R>) = self
+            .changed_rows()
+            .into_iter()
+            .partition(|r| !self.stored.contains(&r.id()));
+        let new = rows.len();
+        rows.extend(stored);
+        (rows, new)
     }
 
     /// Writes the changed rows in one statement, as one JSON document.
@@ -327,12 +341,13 @@ impl<'a> Batch<'a> {
     /// Writes the changed rows and the new history rows, one statement each.
     async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {
         self.agents.write(conn).await?;
-        let tasks = self.tasks.changed_rows();
+        let (tasks, new) = self.tasks.changed_new_first();
+        let statement = task_statement(new > 0, new < tasks.len(), false);
         let h = &self.history;
         match (tasks.is_empty(), h.is_empty()) {
             (true, true) => {}
             (false, true) => {
-                bind_tasks(sqlx::query(&TASK_UPSERT), &tasks)
+                bind_tasks(sqlx::query(statement), &tasks, new)
                     .execute(&mut *conn)
                     .await?;
             }
@@ -344,7 +359,8 @@ impl<'a> Batch<'a> {
             // The usual batch: both in one statement, one round trip less
             // on the way from an event to its read.
             (false, false) => {
-                bind_history(bind_tasks(sqlx::query(&TASKS_AND_HISTORY), &tasks), h)
+                let statement = task_statement(new > 0, new < tasks.len(), true);
+                bind_history(bind_tasks(sqlx::query(statement), &tasks, new), h)
                     .execute(&mut *conn)
                     .await?;
             }
@@ -380,39 +396,94 @@ fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(value).collect()
 }
 
-/// The task upsert over typed column arrays ($1…$32 in `TASK_COLUMNS` order;
-/// the two array columns arrive as array literals and are cast back).
-static TASK_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let select = TASK_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .map(|c| match c {
-            "required_capabilities" => format!("r.{c}::text[]"),
-            "depends_on" => format!("r.{c}::uuid[]"),
-            _ => format!("r.{c}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+/// The task columns as `unnest` yields them from typed column arrays ($1…$32
+/// in `TASK_COLUMNS` order, numbered `n` from 1; the two array columns arrive
+/// as array literals and are cast back).
+static TASK_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "INSERT INTO tasks ({TASK_COLUMNS}) SELECT {select} FROM unnest(\
+        "unnest(\
              $1::uuid[], $2::int8[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::uuid[], \
              $8::uuid[], $9::jsonb[], $10::jsonb[], $11::text[], $12::int2[], $13::text[], \
              $14::int4[], $15::int4[], $16::jsonb[], $17::timestamptz[], $18::int8[], $19::int8[], \
              $20::text[], $21::uuid[], $22::text[], $23::text[], $24::text[], $25::text[], \
              $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[], \
-             $30::timestamptz[], $31::timestamptz[], $32::timestamptz[]) AS r({TASK_COLUMNS}) \
-         ON CONFLICT (id) DO UPDATE SET {}",
-        update_set(TASK_COLUMNS)
+             $30::timestamptz[], $31::timestamptz[], $32::timestamptz[]) \
+         WITH ORDINALITY AS r({TASK_COLUMNS}, n)"
     )
 });
 
+/// The value of a task column from the `unnest` row `r`.
+fn task_value(column: &str) -> String {
+    match column {
+        "required_capabilities" => format!("r.{column}::text[]"),
+        "depends_on" => format!("r.{column}::uuid[]"),
+        _ => format!("r.{column}"),
+    }
+}
+
+/// The statement that writes a batch's task rows — rows 1…$33 new and
+/// inserted, the rest stored before and updated — and, with `history`, its
+/// history rows; `new` and `stored` say which of the two kinds there are.
+///
+/// The batch holds the projection's lock and has read every row it touches,
+/// so it knows which rows are new: none needs `ON CONFLICT`'s speculative
+/// insertion (an index probe before each insert; in a rebuild, the largest
+/// part of the insert cost after the generated search column). A row taken
+/// for new that exists fails the batch, which then re-runs event by event.
+/// A kind the batch lacks is left out of the statement rather than filtered
+/// to nothing: each `unnest` of the 32 arrays is materialised.
+fn task_statement(new: bool, stored: bool, history: bool) -> &'static str {
+    static STATEMENTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (0..8)
+            .map(|i| build_task_statement(i & 1 != 0, i & 2 != 0, i & 4 != 0))
+            .collect()
+    });
+    &STATEMENTS[usize::from(new) | usize::from(stored) << 1 | usize::from(history) << 2]
+}
+
+fn build_task_statement(new: bool, stored: bool, history: bool) -> String {
+    let columns: Vec<&str> = TASK_COLUMNS.split(',').map(str::trim).collect();
+    let unnest = &*TASK_UNNEST;
+    let mut ctes = Vec::new();
+    if new {
+        let select = columns
+            .iter()
+            .map(|c| task_value(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ctes.push(format!(
+            "new_tasks AS (INSERT INTO tasks ({TASK_COLUMNS}) SELECT {select} FROM {unnest} \
+                 WHERE r.n <= $33)"
+        ));
+    }
+    if stored || ctes.is_empty() {
+        let set = columns
+            .iter()
+            .filter(|c| **c != "id")
+            .map(|c| format!("{c} = {}", task_value(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ctes.push(format!(
+            "stored_tasks AS (UPDATE tasks t SET {set} FROM {unnest} \
+                 WHERE r.n > $33 AND t.id = r.id)"
+        ));
+    }
+    // Data-modifying CTEs run to completion whether or not they are referred to.
+    let main = if history {
+        history_insert(34)
+    } else {
+        "SELECT 1".to_string()
+    };
+    format!("WITH {} {main}", ctes.join(", "))
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds task rows to [`TASK_UPSERT`]'s parameters ($1…$32), column by column
-/// as typed arrays: Postgres reads these far cheaper than a JSON document of
-/// rows (parsing that document was the largest part of a rebuild's database
-/// time).
-fn bind_tasks<'q>(query: PgQuery<'q>, rows: &[&'q TaskRow]) -> PgQuery<'q> {
+/// Binds task rows to [`task_statement`]'s parameters: $1…$32 column by column
+/// as typed arrays (Postgres reads these far cheaper than a JSON document of
+/// rows: parsing that document was the largest part of a rebuild's database
+/// time), and $33 the number of new rows, which come first.
+fn bind_tasks<'q>(query: PgQuery<'q>, rows: &[&'q TaskRow], new: usize) -> PgQuery<'q> {
     query
         .bind(column(rows, |r| r.id))
         .bind(column(rows, |r| r.version))
@@ -446,6 +517,7 @@ fn bind_tasks<'q>(query: PgQuery<'q>, rows: &[&'q TaskRow]) -> PgQuery<'q> {
         .bind(column(rows, |r| r.lease_expires_at))
         .bind(column(rows, |r| r.started_at))
         .bind(column(rows, |r| r.finished_at))
+        .bind(i64::try_from(new).unwrap_or(i64::MAX))
 }
 
 /// Binds history rows to [`history_insert`]'s twelve parameters.
@@ -491,17 +563,11 @@ fn history_insert(first: usize) -> String {
     format!(
         "INSERT INTO task_events (task_id, sequence, stream_sequence, event_id, event_type, \
              occurred_at, actor, correlation_id, causation_id, request_id, agent_id, payload) \
-         SELECT * FROM unnest({params}) ON CONFLICT DO NOTHING"
+         SELECT * FROM unnest({params})"
     )
 }
 
 static HISTORY_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| history_insert(1));
-
-/// Both in one statement: the task upsert as a data-modifying CTE (which runs
-/// to completion whether or not it is referred to), then the history.
-static TASKS_AND_HISTORY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("WITH upserted AS ({}) {}", *TASK_UPSERT, history_insert(33))
-});
 
 /// `col = EXCLUDED.col` for every column but the key.
 fn update_set(columns: &str) -> String {

@@ -1,7 +1,8 @@
 //! The read models' typed-array writes keep every value as the event gave it
 //! (quotes, backslashes, commas and braces in array elements and text, empty
 //! arrays, nulls), and a batch applied at once ends as the same events applied
-//! one at a time.
+//! one at a time — or in two batches, the second updating a stored row and
+//! inserting a new one in one statement.
 
 use projectors::decode::decode;
 use projectors::read_models::ReadModels;
@@ -115,6 +116,19 @@ async fn odd_values_survive_and_a_batch_equals_one_by_one() {
         ReadModels.apply(&mut conn1, e).await.unwrap();
     }
     assert_eq!(rows(&mut conn1).await, (tasks.clone(), history.clone()));
+
+    // Task a's first two events, then the rest of a (its row stored) with all
+    // of b (a new row).
+    let split = TestDb::new().await;
+    let pool2 = split.pool().await;
+    projectors::migrator().run(&pool2).await.unwrap();
+    let mut conn2 = pool2.acquire().await.unwrap();
+    for part in [&projected[..2], &projected[2..]] {
+        let mut tx = conn2.begin().await.unwrap();
+        ReadModels.apply_batch(&mut tx, part).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(rows(&mut conn2).await, (tasks.clone(), history.clone()));
 
     assert_eq!(tasks.len(), 2);
     assert_eq!(history.len(), 6);
