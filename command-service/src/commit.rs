@@ -156,16 +156,19 @@ async fn write(pool: &PgPool, jobs: &[Job]) -> Result<(), PersistenceError> {
             metadata.push(e.metadata.to_string());
         }
     }
-    // Unnest yields the rows in array order, which is the order the
-    // hash-chain trigger needs within one aggregate. Payloads go through
-    // jsonb, as postgres-es's own insert does, so the stored text (and so
-    // each event's hash) has the same form either way.
+    // The unnests yield the rows in array order, which is the order the
+    // hash-chain trigger needs within one aggregate; in a select list they
+    // run in lockstep and stream their rows (`FROM UNNEST(…)` of several
+    // arrays would first materialise them all). Payloads go through jsonb,
+    // as postgres-es's own insert does, so the stored text (and so each
+    // event's hash) has the same form either way.
     let insert = sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
          payload, metadata) \
          SELECT t, i, s, e, v, p::jsonb::json, m::jsonb::json \
-         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                     $6::text[], $7::text[]) AS u(t, i, s, e, v, p, m)",
+         FROM (SELECT unnest($1::text[]) AS t, unnest($2::text[]) AS i, unnest($3::bigint[]) AS s, \
+                      unnest($4::text[]) AS e, unnest($5::text[]) AS v, unnest($6::text[]) AS p, \
+                      unnest($7::text[]) AS m) u",
     )
     .bind(&types)
     .bind(&ids)

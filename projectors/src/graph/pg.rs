@@ -22,6 +22,9 @@ pub async fn apply(conn: &mut PgConnection, change: &GraphChange) -> Result<Appl
 /// folded first: an owner's properties merge (later keys win, as `||` does),
 /// an edge written twice keeps its last properties, and a replaced
 /// relationship type drops the edges added before the replacement too.
+/// Rows go in as typed arrays unnested in the select list, where the unnests
+/// run in lockstep and stream (`FROM UNNEST(…)` of several arrays would first
+/// materialise every row).
 pub async fn apply_batch(
     conn: &mut PgConnection,
     changes: &[GraphChange],
@@ -84,7 +87,8 @@ pub async fn apply_batch(
             .unzip();
         sqlx::query(
             "INSERT INTO graph_nodes (id, label, key) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT (id) DO NOTHING",
+             SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(ids)
         .bind(labels)
@@ -107,7 +111,8 @@ pub async fn apply_batch(
         }
         sqlx::query(
             "INSERT INTO graph_nodes (id, label, key, props, seq) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[]) \
+             SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), unnest($4::jsonb[]), \
+                 unnest($5::bigint[]) \
              ON CONFLICT (id) DO UPDATE SET props = graph_nodes.props || EXCLUDED.props, seq = EXCLUDED.seq",
         )
         .bind(&ids)
@@ -144,7 +149,8 @@ pub async fn apply_batch(
         }
         sqlx::query(
             "INSERT INTO graph_edges (src, rel, dst, key, props) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+             SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), unnest($4::text[]), \
+                 unnest($5::jsonb[]) \
              ON CONFLICT (src, rel, dst, key) DO UPDATE SET props = EXCLUDED.props",
         )
         .bind(&src)

@@ -133,11 +133,13 @@ async fn a_rebuild_under_load_swaps_in_a_copy_equal_to_a_from_scratch_build() {
     let scratch_pool = scratch.pool().await;
     let last = stream_last_sequence(&sys.nats.url()).await as i64;
     wait_until(Duration::from_secs(30), "the scratch build", || async {
-        let cp: Option<i64> =
-            sqlx::query_scalar("SELECT stream_sequence FROM projector_checkpoints")
-                .fetch_optional(&scratch_pool)
-                .await
-                .unwrap_or(None);
+        let cp: Option<i64> = sqlx::query_scalar(
+            "SELECT stream_sequence FROM projector_checkpoints WHERE projection = $1",
+        )
+        .bind(projectors::read_models::NAME)
+        .fetch_optional(&scratch_pool)
+        .await
+        .unwrap_or(None);
         cp.unwrap_or(0) >= last
     })
     .await;
