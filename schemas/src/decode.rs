@@ -1,6 +1,8 @@
 //! Decoding a published event: envelope → upcast payload → typed event, or a
 //! kind-tagged reason why not. Every reader of the stream goes through here.
 
+use serde::Deserialize;
+
 use crate::subjects::{AGENT, TASK};
 use crate::{upcast, AgentEvent, EventEnvelope, TaskEvent};
 
@@ -34,11 +36,19 @@ pub enum DecodeError {
 pub fn decode(body: &[u8]) -> Result<(EventEnvelope, DomainEvent), DecodeError> {
     let envelope: EventEnvelope =
         serde_json::from_slice(body).map_err(|e| DecodeError::Envelope(e.to_string()))?;
-    let payload = upcast::upcast(
-        &envelope.event_type,
-        &envelope.event_version,
-        envelope.payload.clone(),
-    )?;
+    // A payload at the current version is read where it is; only an older
+    // one is copied to be upcast (every projection decodes every event).
+    let upcast_payload;
+    let payload = if envelope.event_version == crate::events::V1 {
+        &envelope.payload
+    } else {
+        upcast_payload = upcast::upcast(
+            &envelope.event_type,
+            &envelope.event_version,
+            envelope.payload.clone(),
+        )?;
+        &upcast_payload
+    };
     let payload_error = |aggregate: &'static str, e: serde_json::Error| DecodeError::Payload {
         aggregate,
         event_type: envelope.event_type.clone(),
@@ -46,14 +56,12 @@ pub fn decode(body: &[u8]) -> Result<(EventEnvelope, DomainEvent), DecodeError> 
     };
     let (event, actual_type) = match envelope.aggregate_type.as_str() {
         AGENT => {
-            let e: AgentEvent =
-                serde_json::from_value(payload).map_err(|e| payload_error(AGENT, e))?;
+            let e = AgentEvent::deserialize(payload).map_err(|e| payload_error(AGENT, e))?;
             let t = e.event_type();
             (DomainEvent::Agent(e), t)
         }
         TASK => {
-            let e: TaskEvent =
-                serde_json::from_value(payload).map_err(|e| payload_error(TASK, e))?;
+            let e = TaskEvent::deserialize(payload).map_err(|e| payload_error(TASK, e))?;
             let t = e.event_type();
             (DomainEvent::Task(e), t)
         }

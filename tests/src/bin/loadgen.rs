@@ -378,7 +378,12 @@ async fn visibility(
                     serde_json::from_slice(&a.body).unwrap_or_default()
                 }
                 Ok(a) => {
-                    fail(format!("submit answered {}", a.status));
+                    let problem: serde_json::Value =
+                        serde_json::from_slice(&a.body).unwrap_or_default();
+                    fail(format!(
+                        "submit answered {}: {}",
+                        a.status, problem["detail"]
+                    ));
                     return None;
                 }
                 Err(e) => {
