@@ -338,15 +338,17 @@ impl<'a> Batch<'a> {
         Ok(Applied::Applied)
     }
 
-    /// Writes the changed rows and the new history rows, one statement each.
+    /// Writes the changed agents in one statement, and the changed tasks and
+    /// the new history rows together in another.
     async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {
         self.agents.write(conn).await?;
         let (tasks, new) = self.tasks.changed_new_first();
-        let statement = task_statement(new > 0, new < tasks.len(), false);
+        let (has_new, has_stored) = (new > 0, new < tasks.len());
         let h = &self.history;
         match (tasks.is_empty(), h.is_empty()) {
             (true, true) => {}
             (false, true) => {
+                let statement = task_statement(has_new, has_stored, false);
                 bind_tasks(sqlx::query(statement), &tasks, new)
                     .execute(&mut *conn)
                     .await?;
@@ -359,7 +361,7 @@ impl<'a> Batch<'a> {
             // The usual batch: both in one statement, one round trip less
             // on the way from an event to its read.
             (false, false) => {
-                let statement = task_statement(new > 0, new < tasks.len(), true);
+                let statement = task_statement(has_new, has_stored, true);
                 bind_history(bind_tasks(sqlx::query(statement), &tasks, new), h)
                     .execute(&mut *conn)
                     .await?;
