@@ -2,7 +2,8 @@
 //! (quotes, backslashes, commas and braces in array elements and text, empty
 //! arrays, nulls), and a batch applied at once ends as the same events applied
 //! one at a time — or in two batches, the second updating a stored row and
-//! inserting a new one in one statement.
+//! inserting a new one in one statement. A history row that conflicts parks
+//! its event (the plain insert's failure), and the rest of the batch applies.
 
 use projectors::decode::decode;
 use projectors::read_models::ReadModels;
@@ -153,4 +154,62 @@ async fn odd_values_survive_and_a_batch_equals_one_by_one() {
     assert_eq!(cancelled["output"], Value::Null);
     assert_eq!(cancelled["cancel_reason"], Value::Null);
     assert_eq!(cancelled["input"], json!({}));
+}
+
+/// A history row already stored for an event the task row does not have (a
+/// read model out of step with itself) is not skipped: the batch's plain
+/// insert fails, the batch re-runs event by event, and that task's events
+/// are parked with the database's reason while the other task applies.
+#[tokio::test]
+async fn a_conflicting_history_row_parks_its_event_and_the_rest_applies() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    projectors::migrator().run(&pool).await.unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut messages = Vec::new();
+    for task in [a, b] {
+        let subject = schemas::subjects::event_subject(schemas::subjects::TASK, &task.to_string());
+        let events = [
+            submitted(&["x"], vec![], json!({"text": "t"})),
+            TaskEvent::TaskQueued(TaskQueued { attempt: 1 }),
+        ];
+        for (n, e) in events.iter().enumerate() {
+            let seq = messages.len() as u64 + 1;
+            let body = envelope(task, n as i64 + 1, e, "tester");
+            messages.push((
+                seq,
+                subject.clone(),
+                async_nats::HeaderMap::new(),
+                bytes::Bytes::from(body),
+            ));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO task_events (task_id, sequence, stream_sequence, event_id, event_type, \
+             occurred_at, actor, correlation_id, causation_id, request_id, payload) \
+         VALUES ($1, 1, 0, gen_random_uuid(), 'TaskSubmitted', now(), 'x', 'x', 'x', 'x', '{}')",
+    )
+    .bind(a)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let outcome = projectors::runtime::process_batch(&pool, &ReadModels, 1, &messages)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.parked), (2, 2), "{outcome:?}");
+    let versions: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, version FROM tasks")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![(b, 2)]);
+    let parked: Vec<String> = sqlx::query_scalar(
+        "SELECT error FROM dead_letters WHERE aggregate_id = $1 AND status = 'parked' ORDER BY id",
+    )
+    .bind(a.to_string())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(parked[0].contains("duplicate key"), "{parked:?}");
 }
