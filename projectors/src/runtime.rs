@@ -12,6 +12,11 @@
 //! the checkpoint, which are skipped. Within a batch each event runs in a
 //! savepoint, so one bad event does not undo the others.
 //!
+//! A projection whose outside store flushes at a cost may put the flush
+//! off ([`Projection::flush_every`]): its batches then commit without the
+//! flush and the checkpoint, which follow within that bound or as soon as the
+//! stream is quiet; a restart re-applies from the stored checkpoint.
+//!
 //! A batch is first tried fast: every event handed to the projection in one
 //! [`Projection::apply_batch`] call, no savepoints. Only when that fails is it
 //! re-run event by event as above.
@@ -25,7 +30,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
@@ -99,10 +104,23 @@ pub trait Projection: Send + Sync {
         Ok(applied)
     }
 
-    /// Makes writes outside Postgres durable; runs before the batch's
-    /// checkpoint commits.
+    /// Makes writes outside Postgres durable; runs before the checkpoint
+    /// that covers them commits.
     async fn flush(&self) -> Result<(), ApplyError> {
         Ok(())
+    }
+
+    /// How long [`Self::flush`] may be put off. `None` (the default): every
+    /// batch flushes and stores its checkpoint. `Some(d)`: a batch that parks
+    /// nothing leaves both to a later one, at most `d` after the first batch
+    /// left unflushed, or to the moment the stream goes quiet — for a store
+    /// whose flush is a costly step of its own (Qdrant Edge's: an `msync` of
+    /// every mapped file). The checkpoint then lags what has been applied,
+    /// so a restart re-applies events the store already holds: the
+    /// projection must skip those (every projection guards its writes with
+    /// the aggregate's sequence).
+    fn flush_every(&self) -> Option<Duration> {
+        None
     }
 }
 
@@ -150,7 +168,11 @@ pub struct BatchOutcome {
     pub applied: u64,
     pub skipped: u64,
     pub parked: u64,
+    /// The last stream sequence the batch covered.
     pub checkpoint: u64,
+    /// The batch neither flushed nor stored its checkpoint (see
+    /// [`Projection::flush_every`]).
+    pub deferred: bool,
 }
 
 /// The durable consumer name of a projection.
@@ -261,12 +283,66 @@ pub async fn process_batch(
     max_attempts: u32,
     messages: &[(u64, String, async_nats::HeaderMap, bytes::Bytes)],
 ) -> Result<BatchOutcome, sqlx::Error> {
-    match run_batch(pool, projection, max_attempts, messages, false).await? {
+    process_batch_deferring(pool, projection, max_attempts, messages, false).await
+}
+
+/// [`process_batch`]; with `defer`, a batch that parks nothing commits
+/// without flushing the projection's outside store or storing its checkpoint
+/// ([`BatchOutcome::deferred`]), which [`store_flushed`] does later.
+pub async fn process_batch_deferring(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    max_attempts: u32,
+    messages: &[(u64, String, async_nats::HeaderMap, bytes::Bytes)],
+    defer: bool,
+) -> Result<BatchOutcome, sqlx::Error> {
+    match run_batch(pool, projection, max_attempts, messages, false, defer).await? {
         Some(outcome) => Ok(outcome),
-        None => Ok(run_batch(pool, projection, max_attempts, messages, true)
-            .await?
-            .unwrap_or_default()),
+        None => Ok(
+            run_batch(pool, projection, max_attempts, messages, true, defer)
+                .await?
+                .unwrap_or_default(),
+        ),
     }
+}
+
+/// Flushes the projection's outside store, then stores `last` as its
+/// checkpoint (under the projection's lock): what a deferred batch left.
+pub async fn store_flushed(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    last: u64,
+) -> Result<(), sqlx::Error> {
+    if let Err(e) = projection.flush().await {
+        return Err(unavailable(e.to_string()));
+    }
+    let mut tx = pool.begin().await?;
+    lock_projection(&mut tx, projection.name()).await?;
+    save_checkpoint(&mut tx, projection.name(), last).await?;
+    tx.commit().await
+}
+
+/// Stores the checkpoint in one statement with the notification (delivered
+/// on commit) that wakes read-your-writes waiters in the query service, and
+/// `SET LOCAL synchronous_commit = off` — a projection and its checkpoint
+/// commit together and are derived from the stream, so a batch lost in a
+/// Postgres crash is redelivered from the checkpoint (the consumer is
+/// re-positioned there at every start) and the commit need not wait for the
+/// WAL flush. Only commands' commits wait.
+async fn save_checkpoint(conn: &mut PgConnection, name: &str, last: u64) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH saved AS (INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) \
+             VALUES ($1, $2, now()) ON CONFLICT (projection) DO UPDATE \
+             SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now() RETURNING 1) \
+         SELECT pg_notify($3, $4), set_config('synchronous_commit', 'off', true) FROM saved",
+    )
+    .bind(name)
+    .bind(last as i64)
+    .bind(CHECKPOINT_CHANNEL)
+    .bind(format!("{name}:{last}"))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// One attempt at a batch; `None` when a fast (`careful == false`) attempt
@@ -277,6 +353,7 @@ async fn run_batch(
     max_attempts: u32,
     messages: &[(u64, String, async_nats::HeaderMap, bytes::Bytes)],
     careful: bool,
+    defer: bool,
 ) -> Result<Option<BatchOutcome>, sqlx::Error> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
@@ -362,30 +439,19 @@ async fn run_batch(
             Err(_) => return Ok(None),
         }
     }
+    outcome.checkpoint = last;
+    // A dead letter and the checkpoint past it commit together: a batch
+    // that parked an event is never deferred.
+    if defer && outcome.parked == 0 {
+        tx.commit().await?;
+        outcome.deferred = true;
+        return Ok(Some(outcome));
+    }
     if let Err(e) = projection.flush().await {
         return Err(unavailable(e.to_string()));
     }
-    // One statement: the checkpoint; the notification (delivered on commit)
-    // that wakes read-your-writes waiters in the query service; and
-    // `SET LOCAL synchronous_commit = off` — a projection and its checkpoint
-    // commit together and are derived from the stream, so a batch lost in a
-    // Postgres crash is redelivered from the checkpoint (the consumer is
-    // re-positioned there at every start) and the commit need not wait for
-    // the WAL flush. Only commands' commits wait.
-    sqlx::query(
-        "WITH saved AS (INSERT INTO projector_checkpoints (projection, stream_sequence, updated_at) \
-             VALUES ($1, $2, now()) ON CONFLICT (projection) DO UPDATE \
-             SET stream_sequence = EXCLUDED.stream_sequence, updated_at = now() RETURNING 1) \
-         SELECT pg_notify($3, $4), set_config('synchronous_commit', 'off', true) FROM saved",
-    )
-    .bind(name)
-    .bind(last as i64)
-    .bind(CHECKPOINT_CHANNEL)
-    .bind(format!("{name}:{last}"))
-    .execute(&mut *tx)
-    .await?;
+    save_checkpoint(&mut tx, name, last).await?;
     tx.commit().await?;
-    outcome.checkpoint = last;
     Ok(Some(outcome))
 }
 
@@ -507,6 +573,10 @@ async fn consume(
     // Once a second, not per batch: a round trip per small batch was a
     // measurable share of the statements at low rates.
     let mut lock = leader::LockCheck::every(LOCK_CHECK);
+    let flush_every = projection.flush_every();
+    // Applied by deferred batches, not yet flushed and checkpointed: the
+    // last stream sequence, and when the first of those batches committed.
+    let mut unflushed: Option<(u64, Instant)> = None;
     while !*shutdown.borrow() {
         if !lock.still_leading(lock_conn).await {
             return Err("lost the projection lock's connection".into());
@@ -515,8 +585,15 @@ async fn consume(
             .next_batch(settings.batch_size, settings.fetch_wait)
             .await?;
         if messages.is_empty() {
+            // The stream is quiet: what was put off is stored now.
+            if let Some((last, _)) = unflushed.take() {
+                store_flushed(pool, projection, last).await?;
+                status.checkpoint.store(last, Ordering::Relaxed);
+            }
             continue;
         }
+        let defer = flush_every
+            .is_some_and(|every| unflushed.is_none_or(|(_, since)| since.elapsed() < every));
         let parts: Vec<_> = messages
             .iter()
             .filter_map(|m| {
@@ -529,15 +606,23 @@ async fn consume(
                 ))
             })
             .collect();
-        match process_batch(pool, projection, settings.max_attempts, &parts).await {
+        match process_batch_deferring(pool, projection, settings.max_attempts, &parts, defer).await
+        {
             Ok(outcome) => {
                 // Acknowledges every message up to the last (AckPolicy::All).
+                // A deferred batch's too: every start re-positions the
+                // consumer just after the stored checkpoint.
                 if let Some(last) = messages.last() {
                     last.ack().await?;
                 }
-                status
-                    .checkpoint
-                    .store(outcome.checkpoint, Ordering::Relaxed);
+                if outcome.deferred {
+                    unflushed.get_or_insert((0, Instant::now())).0 = outcome.checkpoint;
+                } else {
+                    unflushed = None;
+                    status
+                        .checkpoint
+                        .store(outcome.checkpoint, Ordering::Relaxed);
+                }
                 status.applied.fetch_add(outcome.applied, Ordering::Relaxed);
                 status.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
                 status.parked.fetch_add(outcome.parked, Ordering::Relaxed);
@@ -552,6 +637,10 @@ async fn consume(
                 return Err(format!("batch failed: {e}").into());
             }
         }
+    }
+    if let Some((last, _)) = unflushed {
+        store_flushed(pool, projection, last).await?;
+        status.checkpoint.store(last, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod crash;
 mod dead_letters;
+mod deferred_flush;
 mod graph_batch;
 mod live;
 mod queries;
