@@ -119,14 +119,14 @@ impl Server {
             stop.clone(),
         );
         // The coordinator's own few connections: its queries scan views that
-        // grow while it runs (see `service_kit::index_plans`), and its ticks
+        // grow while it runs (see `service_kit::index_scans`), and its ticks
         // do not wait behind commands for a connection.
         let coordinator_pool = if config.coordinator_enabled {
             Some(
                 PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(service_kit::index_plans((*pool.connect_options()).clone()))
+                    .connect_with(service_kit::index_scans((*pool.connect_options()).clone()))
                     .await?,
             )
         } else {

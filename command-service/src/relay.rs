@@ -414,8 +414,8 @@ impl Relay {
             .await?;
         // The outbox churns like a queue: its statistics lag its size, and a
         // plan priced with them scans every dead row of it for each batch's
-        // delete (see `service_kit::index_plans`). Every statement here reads
-        // the primary key. JIT goes with it (see `service_kit::index_scans`).
+        // delete (see `service_kit::index_scans`, which sets the same for a
+        // pool). Every statement here reads the primary key.
         sqlx::query(
             "SELECT set_config('enable_seqscan', 'off', false), set_config('jit', 'off', false)",
         )

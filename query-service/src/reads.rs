@@ -12,7 +12,7 @@
 //! priced out (`enable_seqscan = off`): the two statements stay prepared and
 //! keep a generic plan (parsed and planned once per connection), and that
 //! plan reads through the primary key however small the table was when it
-//! was made (see [`service_kit::index_plans`] for why that matters).
+//! was made (see [`service_kit::index_scans`] for why that matters).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,8 +14,7 @@
 //! - [`trace_layer`]: the per-request span and response log line.
 //! - [`telemetry`]: the global log subscriber.
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C.
-//! - [`custom_plans`]: Postgres sessions that plan each statement for its parameters.
-//! - [`index_plans`]: the same, and reading through an index wherever one applies.
+//! - [`index_scans`]: Postgres sessions that read through an index wherever one applies.
 #![forbid(unsafe_code)]
 
 pub mod extract;
@@ -29,43 +28,33 @@ use schemas::Problem;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnResponse, MakeSpan, TraceLayer};
 
-/// Connection options whose sessions plan every statement for the
-/// parameters it runs with (`plan_cache_mode = force_custom_plan`).
-///
-/// For background workers whose tables grow from empty while they run (a
-/// projector, a rebuild, the coordinator): Postgres otherwise switches a
-/// prepared statement to a generic plan after five runs, priced with the
-/// statistics of that moment, and keeps it until the table is analysed again.
-/// A plan fixed while a table was nearly empty scans it whole, for every
-/// batch, once it has grown (measured: `tasks` read 2.4 million rows in 1,759
-/// sequential scans within one 30-second load test). Planning a batched
-/// statement costs far less than that.
-pub fn custom_plans(options: sqlx::postgres::PgConnectOptions) -> sqlx::postgres::PgConnectOptions {
-    options.options([("plan_cache_mode", "force_custom_plan")])
-}
-
-/// [`custom_plans`], and sessions that read through an index wherever one
-/// applies (`enable_seqscan = off`, which prices a sequential scan out
-/// rather than forbidding it: a statement with no usable index still runs).
-///
-/// For workers whose every statement is written for an index (a key lookup,
-/// a batch's keys, the outbox in id order) on tables that grow by thousands
-/// of rows a second or churn like a queue: even planned per call, a statement
-/// is priced with the statistics of the last `ANALYZE`, which autovacuum runs
-/// at most once a minute per database. Until then a table that was small
-/// looks small, and a batch's key lookup or the relay's delete scans it whole
-/// (measured in one 35-second load test on a new database: 3,736 sequential
-/// scans of the outbox, every page of its dead rows each time, 1,026 of
-/// `coord_tasks` reading 3.8 million rows and 513 of `tasks` reading 2.5
-/// million).
-pub fn index_plans(options: sqlx::postgres::PgConnectOptions) -> sqlx::postgres::PgConnectOptions {
-    index_scans(custom_plans(options))
-}
-
 /// Sessions that price sequential scans out (`enable_seqscan = off`) and
 /// never compile a statement to machine code (`jit = off`).
 ///
-/// The two go together: a disabled plan node costs ten billion, so every
+/// For workers whose every statement is written for an index (a key lookup,
+/// a batch's keys, the outbox in id order) on tables that grow by thousands
+/// of rows a second or churn like a queue: a statement is priced with the
+/// statistics of the last `ANALYZE`, which autovacuum runs at most once a
+/// minute per database. Until then a table that was small looks small, and a
+/// batch's key lookup or the relay's delete scans it whole (measured in one
+/// 35-second load test on a new database: 3,736 sequential scans of the
+/// outbox, every page of its dead rows each time, 1,026 of `coord_tasks`
+/// reading 3.8 million rows and 513 of `tasks` reading 2.5 million). Priced
+/// out, a sequential scan is chosen only where no index applies.
+///
+/// Plans are left to Postgres (`plan_cache_mode = auto`): after five runs a
+/// prepared statement keeps its generic plan where that costs no more than
+/// planning per call (the batch start, the inserts, the checkpoints), and the
+/// statements whose best plan depends on the batch (joins on `= ANY($1)`)
+/// are still planned per call. These sessions used to force a plan per call
+/// (`force_custom_plan`): in a 20-second run at 100 commands/s Postgres then
+/// spent 2.9 s planning and 7.7 s executing, against 2.1 s and 6.5 s with
+/// `auto` (`pg_stat_statements`, `track_planning` on). Forcing generic plans
+/// instead cut planning to 0.4 s but made executing dearer (8.4 s): the
+/// read model's `UPDATE … FROM unnest(…)` took 2.2 ms a call against 0.9 ms
+/// planned per call.
+///
+/// JIT goes with it: a disabled plan node costs ten billion, so every
 /// statement left with a sequential scan (a table with no usable index, such
 /// as the coordinator's few agents) looked a hundred thousand times dearer
 /// than `jit_above_cost` and was JIT-compiled on every call — measured:
