@@ -616,7 +616,10 @@ async fn consume(
                     last.ack().await?;
                 }
                 if outcome.deferred {
-                    unflushed.get_or_insert((0, Instant::now())).0 = outcome.checkpoint;
+                    // The batch's `checkpoint` starts from the stored one: a
+                    // redelivery of applied messages must not move it back.
+                    let (last, _) = unflushed.get_or_insert((0, Instant::now()));
+                    *last = (*last).max(outcome.checkpoint);
                 } else {
                     unflushed = None;
                     status
