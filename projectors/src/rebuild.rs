@@ -14,9 +14,9 @@
 //! Speed: the copy is filled in lanes, one connection each, every aggregate's
 //! events in one lane (by subject) and in stream order there — the read
 //! models keep one row per aggregate, so lanes never touch the same rows.
-//! Each lane keeps its own checkpoint in the copy; after every round (one
-//! batch per lane, read contiguously from the stream) all of them stand at
-//! the round's end. The copy's secondary indexes are dropped while it is
+//! Each lane applies its events as they arrive, in batches of what is
+//! waiting, without waiting for the other lanes, and keeps its own
+//! checkpoint in the copy. The copy's secondary indexes are dropped while it is
 //! filled and built once, sorted, before the catch-up.
 
 use std::collections::hash_map::DefaultHasher;
@@ -37,10 +37,10 @@ use crate::runtime::{
 const TABLES: &[&str] = &["agents", "tasks", "task_events"];
 const VIEWS: &[&str] = &["task_stats"];
 
-/// Events per transaction and lane when none is given. Measured here (2 cores,
-/// 500,000 events, 3 lanes): 1,000 → 46,400–48,900 events/s; 2,000, 5,000
-/// and 10,000 → 51,800–52,800 events/s. A round holds a batch per lane, and
-/// twice a round is read ahead.
+/// Events per transaction and lane when none is given (at most: a lane takes
+/// what is waiting). Measured here (2 cores, 500,000 events, 3 lanes, each
+/// round of one batch per lane applied before the next): 1,000 →
+/// 46,400–48,900 events/s; 2,000, 5,000 and 10,000 → 51,800–52,800 events/s.
 pub const DEFAULT_BATCH: usize = 2000;
 
 /// What to do with the copy once it has caught up.
@@ -163,17 +163,18 @@ pub async fn rebuild(
         .messages()
         .await
         .map_err(|e| nats(e.to_string()))?;
-    // Read ahead while rounds are applied.
-    let round = batch_size * lanes.len();
-    let mut messages = Prefetch::new(messages, round * 2);
+    // Read ahead while the lanes apply.
+    let mut messages = Prefetch::new(messages, batch_size * lanes.len() * 2);
+    let mut feed = Feed::new(&lanes, batch_size);
     let mut applied = 0u64;
     let mut position = 0u64;
     // Build until the stream end seen at the start.
     while position < end {
-        let n = next_round(&mut messages, &copy, &lanes, round, None).await?;
+        let n = feed
+            .run(&mut messages, &copy, None, end, &mut progress)
+            .await?;
         applied += n.0;
         position = n.1.max(position);
-        progress(applied, end);
     }
     build_indexes(&copy, indexes).await?;
 
@@ -182,10 +183,11 @@ pub async fn rebuild(
     lock_projection(&mut tx, &name).await?;
     let live = checkpoint(&mut tx, &name).await?.max(0) as u64;
     while position < live {
-        let n = next_round(&mut messages, &copy, &lanes, round, Some(live)).await?;
+        let n = feed
+            .run(&mut messages, &copy, Some(live), live, &mut progress)
+            .await?;
         applied += n.0;
         position = n.1.max(position);
-        progress(applied, live);
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut report = RebuildReport {
@@ -329,16 +331,21 @@ async fn take_secondary_indexes(
     Ok(indexes.into_iter().map(|(_, def)| def).collect())
 }
 
-/// Builds the dropped indexes, as many at once as the copy has connections
-/// (with the server's `maintenance_work_mem`: 256 MB measured no faster,
-/// 1.30–1.35 s against 1.24–1.26 s for all of them after 500,000 events).
-async fn build_indexes(copy: &PgPool, indexes: Vec<String>) -> sqlx::Result<()> {
+/// Builds the dropped indexes, as many at once as the copy has connections,
+/// each connection taking the next index as it finishes one; the GIN
+/// indexes first, since one of them takes longer than all the others
+/// together (500,000 events: `tasks_search` 1.28 s, the ten others 1.41 s in
+/// all). With the server's `maintenance_work_mem`: 256 MB measured no faster,
+/// 1.30–1.35 s against 1.24–1.26 s for all of them.
+async fn build_indexes(copy: &PgPool, mut indexes: Vec<String>) -> sqlx::Result<()> {
     let connections = (copy.options().get_max_connections() as usize).max(1);
-    let per = indexes.len().div_ceil(connections).max(1);
-    let chunks: Vec<Vec<String>> = indexes.chunks(per).map(<[String]>::to_vec).collect();
-    futures::future::try_join_all(chunks.into_iter().map(|chunk| async move {
+    // Stable: the GIN indexes first, the others in name order.
+    indexes.sort_by_key(|def| !def.contains(" USING gin "));
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(indexes));
+    let next = || queue.lock().ok().and_then(|mut q| q.pop_front());
+    futures::future::try_join_all((0..connections).map(|_| async {
         let mut conn = copy.acquire().await?;
-        for def in chunk {
+        while let Some(def) = next() {
             conn.execute(def.as_str()).await?;
         }
         Ok::<_, sqlx::Error>(())
@@ -369,58 +376,129 @@ async fn copy_pool(pool: &PgPool, schema: &str, lanes: usize) -> sqlx::Result<Pg
         .await
 }
 
-/// Applies the next round to the copy, one batch per lane at once; returns
-/// (applied, last position).
-async fn next_round(
-    messages: &mut Prefetch<jetstream::Message>,
-    copy: &PgPool,
-    lanes: &[Lane<'_>],
-    round: usize,
-    until: Option<u64>,
-) -> Result<(u64, u64), RebuildError> {
-    let read = messages
-        .next_batch(round, Duration::from_secs(30))
-        .await
-        .map_err(RebuildError::Nats)?;
-    if read.is_empty() {
-        return Err(RebuildError::Nats(
-            "no message from the stream for 30 s".into(),
-        ));
+type Message = (u64, String, async_nats::HeaderMap, bytes::Bytes);
+
+/// Hands the stream to the lanes. Each lane applies its events as they come,
+/// in batches of up to `batch`, without waiting for the other lanes (a lane
+/// that finishes a batch starts its next one while the others are still in
+/// Postgres); [`Feed::run`] returns once every lane has applied everything
+/// handed to it.
+struct Feed<'a> {
+    lanes: &'a [Lane<'a>],
+    batch: usize,
+}
+
+impl<'a> Feed<'a> {
+    fn new(lanes: &'a [Lane<'a>], batch: usize) -> Self {
+        Self { lanes, batch }
     }
-    let mut batches = vec![Vec::new(); lanes.len()];
-    let mut last = 0;
-    let mut past_end = false;
-    for m in read {
-        let seq = m
-            .info()
-            .map_err(|e| RebuildError::Nats(e.to_string()))?
-            .stream_sequence;
-        if until.is_some_and(|u| seq > u) {
-            // Past the end: everything up to `until` has been read; the rest
-            // is not applied (the swap holds the live projection there).
-            past_end = true;
-            break;
-        }
-        last = seq;
-        batches[lane_of(&m.subject, lanes.len())].push((
-            seq,
-            m.subject.to_string(),
-            m.headers.clone().unwrap_or_default(),
-            m.payload.clone(),
-        ));
-    }
-    if past_end {
-        last = last.max(until.unwrap_or(0));
-    }
-    let outcomes = futures::future::try_join_all(
-        lanes
+
+    /// Applies the stream up to `target` (or, with `until`, up to `until`
+    /// and no further) and returns (applied, last position). `progress` gets
+    /// (applied so far in this run, target) now and then.
+    async fn run(
+        &mut self,
+        messages: &mut Prefetch<jetstream::Message>,
+        copy: &PgPool,
+        until: Option<u64>,
+        target: u64,
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<(u64, u64), RebuildError> {
+        let applied = std::sync::atomic::AtomicU64::new(0);
+        let (senders, receivers): (Vec<_>, Vec<_>) = self
+            .lanes
             .iter()
-            .zip(&batches)
-            .filter(|(_, batch)| !batch.is_empty())
-            .map(|(lane, batch)| process_batch(copy, lane, 3, batch)),
-    )
-    .await?;
-    Ok((outcomes.iter().map(|o| o.applied).sum(), last))
+            .map(|_| tokio::sync::mpsc::channel::<Message>(self.batch * 2))
+            .unzip();
+        let lanes = futures::future::try_join_all(
+            self.lanes
+                .iter()
+                .zip(receivers)
+                .map(|(lane, rx)| run_lane(copy, lane, self.batch, rx, &applied)),
+        );
+        let read = async {
+            let mut last = 0u64;
+            let mut reported = Instant::now();
+            let result = loop {
+                if last >= target {
+                    break Ok(last);
+                }
+                let read = messages
+                    .next_batch(self.batch * self.lanes.len(), Duration::from_secs(30))
+                    .await
+                    .map_err(RebuildError::Nats)?;
+                if read.is_empty() {
+                    break Err(RebuildError::Nats(
+                        "no message from the stream for 30 s".into(),
+                    ));
+                }
+                let (mut past_end, mut stopped) = (false, false);
+                for m in read {
+                    let seq = m
+                        .info()
+                        .map_err(|e| RebuildError::Nats(e.to_string()))?
+                        .stream_sequence;
+                    if until.is_some_and(|u| seq > u) {
+                        // Past the end: everything up to `until` has been
+                        // read; the rest is not applied (the swap holds the
+                        // live projection there).
+                        past_end = true;
+                        break;
+                    }
+                    last = seq;
+                    let lane = lane_of(&m.subject, senders.len());
+                    let message = (
+                        seq,
+                        m.subject.to_string(),
+                        m.headers.clone().unwrap_or_default(),
+                        m.payload.clone(),
+                    );
+                    if senders[lane].send(message).await.is_err() {
+                        // The lane stopped on an error, which `lanes` returns.
+                        stopped = true;
+                        break;
+                    }
+                }
+                if stopped {
+                    break Ok(last);
+                }
+                if past_end {
+                    break Ok(last.max(until.unwrap_or(0)));
+                }
+                if reported.elapsed() >= Duration::from_secs(1) {
+                    progress(applied.load(std::sync::atomic::Ordering::Relaxed), target);
+                    reported = Instant::now();
+                }
+            };
+            // Closing the channels lets each lane apply what it holds and end.
+            drop(senders);
+            result
+        };
+        let (last, lanes) = futures::future::join(read, lanes).await;
+        lanes?;
+        let last = last?;
+        let applied = applied.load(std::sync::atomic::Ordering::Relaxed);
+        progress(applied, target);
+        Ok((applied, last))
+    }
+}
+
+/// One lane: applies what it is handed, in batches of what is waiting (up to
+/// `batch`), until its channel closes.
+async fn run_lane(
+    copy: &PgPool,
+    lane: &Lane<'_>,
+    batch: usize,
+    mut rx: tokio::sync::mpsc::Receiver<Message>,
+    applied: &std::sync::atomic::AtomicU64,
+) -> Result<(), RebuildError> {
+    let mut pending = Vec::with_capacity(batch);
+    while rx.recv_many(&mut pending, batch).await > 0 {
+        let outcome = process_batch(copy, lane, 3, &pending).await?;
+        applied.fetch_add(outcome.applied, std::sync::atomic::Ordering::Relaxed);
+        pending.clear();
+    }
+    Ok(())
 }
 
 /// Drops copies left by aborted rebuilds (we hold the rebuild lock).
