@@ -17,6 +17,7 @@ pub mod embed;
 pub mod qdrant;
 pub mod vectors;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ use uuid::Uuid;
 use crate::decode::{DomainEvent, ProjectedEvent};
 use crate::runtime::{Applied, ApplyError, Projection};
 use embed::{Embedder, HashEmbedder, HttpEmbedder, HttpFlavour};
-use vectors::{Collection, Point, Sparse, VectorError, VectorStore};
+use vectors::{Collection, Point, Sparse, Stored, VectorError, VectorStore};
 
 /// Name of the vector projection (consumer, checkpoint, dead letters).
 pub const PROJECTION: &str = "vectors";
@@ -305,61 +306,6 @@ impl VectorProjection {
         Self { search }
     }
 
-    /// The aggregate's point as it stands before `event`: `None` when the
-    /// event was already applied. A gap, or a later event without a point,
-    /// is refused.
-    async fn prior<S: serde::de::DeserializeOwned + Default>(
-        &self,
-        collection: Collection,
-        id: Uuid,
-        event: &ProjectedEvent,
-        is_creation: bool,
-    ) -> Result<Option<Prior<S>>, ApplyError> {
-        let stored = self.search.store.get(collection, id).await.map_err(store)?;
-        let sequence = event.envelope.sequence;
-        let Some(stored) = stored else {
-            if !is_creation {
-                return Err(ApplyError::Rejected(format!(
-                    "no point for {} {} before event {sequence}",
-                    event.envelope.aggregate_type, event.envelope.aggregate_id
-                )));
-            }
-            return Ok(Some(Prior {
-                state: S::default(),
-                text: None,
-                created_at: event.envelope.occurred_at,
-            }));
-        };
-        let last = stored
-            .payload
-            .get("seq")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        if sequence <= last {
-            return Ok(None);
-        }
-        if sequence != last + 1 && !(is_creation && last == 0) {
-            return Err(ApplyError::Rejected(format!(
-                "event {sequence} of {} {} arrived but the point is at {last}",
-                event.envelope.aggregate_type, event.envelope.aggregate_id
-            )));
-        }
-        let state =
-            serde_json::from_value(stored.payload.get("state").cloned().unwrap_or(Value::Null))
-                .map_err(|e| ApplyError::Rejected(format!("stored point has a bad state: {e}")))?;
-        Ok(Some(Prior {
-            state,
-            // Without a stored vector the text must be embedded again.
-            text: stored
-                .dense
-                .and(stored.payload.get("text"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            created_at: payload_time(&stored.payload, "created_at")
-                .unwrap_or(event.envelope.occurred_at),
-        }))
-    }
-
     /// Writes the point: a payload-only overwrite when the text (and so the
     /// vectors) did not change, else an upsert with fresh vectors.
     async fn write(
@@ -402,42 +348,87 @@ impl VectorProjection {
     }
 }
 
-/// A point's folded state, embedded text and creation time before an event.
-struct Prior<S> {
-    state: S,
+/// One point as a batch sees it: read from the store once, changed by each
+/// of the batch's events in turn, written once at the end.
+struct Slot {
+    /// The point's payload as of the events folded so far (`None`: no point).
+    payload: Option<Map<String, Value>>,
+    /// The text the stored vectors were embedded from (`None`: no vectors).
+    embedded: Option<String>,
+    /// The text for the vectors, once an event changed the point.
     text: Option<String>,
-    created_at: DateTime<Utc>,
 }
 
-fn aggregate_uuid(event: &ProjectedEvent) -> Result<Uuid, ApplyError> {
-    Uuid::parse_str(&event.envelope.aggregate_id)
-        .map_err(|_| ApplyError::Rejected("aggregate id is not a UUID".into()))
-}
-
-#[async_trait::async_trait]
-impl Projection for VectorProjection {
-    fn name(&self) -> &str {
-        PROJECTION
+impl Slot {
+    fn read(stored: Option<Stored>) -> Self {
+        match stored {
+            None => Self {
+                payload: None,
+                embedded: None,
+                text: None,
+            },
+            Some(stored) => Self {
+                // Without a stored vector the text must be embedded again.
+                embedded: stored
+                    .dense
+                    .and(stored.payload.get("text"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                payload: Some(stored.payload),
+                text: None,
+            },
+        }
     }
 
-    async fn apply(
+    /// The aggregate's state before `event`: `None` when the event was
+    /// already applied. A gap, or a later event without a point, is refused.
+    fn prior<S: serde::de::DeserializeOwned + Default>(
         &self,
-        _conn: &mut PgConnection,
         event: &ProjectedEvent,
-    ) -> Result<Applied, ApplyError> {
-        let id = aggregate_uuid(event)?;
+        is_creation: bool,
+    ) -> Result<Option<Prior<S>>, ApplyError> {
+        let sequence = event.envelope.sequence;
+        let Some(payload) = &self.payload else {
+            if !is_creation {
+                return Err(ApplyError::Rejected(format!(
+                    "no point for {} {} before event {sequence}",
+                    event.envelope.aggregate_type, event.envelope.aggregate_id
+                )));
+            }
+            return Ok(Some(Prior {
+                state: S::default(),
+                created_at: event.envelope.occurred_at,
+            }));
+        };
+        let last = payload.get("seq").and_then(Value::as_i64).unwrap_or(0);
+        if sequence <= last {
+            return Ok(None);
+        }
+        if sequence != last + 1 && !(is_creation && last == 0) {
+            return Err(ApplyError::Rejected(format!(
+                "event {sequence} of {} {} arrived but the point is at {last}",
+                event.envelope.aggregate_type, event.envelope.aggregate_id
+            )));
+        }
+        let state = serde_json::from_value(payload.get("state").cloned().unwrap_or(Value::Null))
+            .map_err(|e| ApplyError::Rejected(format!("stored point has a bad state: {e}")))?;
+        Ok(Some(Prior {
+            state,
+            created_at: payload_time(payload, "created_at").unwrap_or(event.envelope.occurred_at),
+        }))
+    }
+
+    /// Applies `event` to the point (`id`), in memory.
+    fn fold(&mut self, id: Uuid, event: &ProjectedEvent) -> Result<Applied, ApplyError> {
         let at = event.envelope.occurred_at;
         let sequence = event.envelope.sequence;
-        match &event.event {
+        let (text, mut payload) = match &event.event {
             DomainEvent::Task(e) => {
                 let creation = matches!(e, TaskEvent::TaskSubmitted(_));
                 let Some(Prior {
                     mut state,
-                    text: old_text,
                     created_at,
-                }) = self
-                    .prior::<TaskState>(Collection::Tasks, id, event, creation)
-                    .await?
+                }) = self.prior::<TaskState>(event, creation)?
                 else {
                     return Ok(Applied::Skipped);
                 };
@@ -469,19 +460,14 @@ impl Projection for VectorProjection {
                     serde_json::to_value(&state)
                         .map_err(|e| ApplyError::Rejected(e.to_string()))?,
                 );
-                let payload = std::mem::take(map);
-                self.write(Collection::Tasks, id, text, old_text.as_deref(), payload)
-                    .await?;
+                (text, std::mem::take(map))
             }
             DomainEvent::Agent(e) => {
                 let creation = matches!(e, AgentEvent::AgentCreated(_));
                 let Some(Prior {
                     mut state,
-                    text: old_text,
                     created_at,
-                }) = self
-                    .prior::<AgentState>(Collection::Agents, id, event, creation)
-                    .await?
+                }) = self.prior::<AgentState>(event, creation)?
                 else {
                     return Ok(Applied::Skipped);
                 };
@@ -504,11 +490,87 @@ impl Projection for VectorProjection {
                 let Value::Object(payload) = payload else {
                     return Err(ApplyError::Rejected("payload".into()));
                 };
-                self.write(Collection::Agents, id, text, old_text.as_deref(), payload)
+                (text, payload)
+            }
+        };
+        payload.insert("text".into(), Value::String(text.clone()));
+        self.payload = Some(payload);
+        self.text = Some(text);
+        Ok(Applied::Applied)
+    }
+}
+
+/// A point's folded state and creation time before an event.
+struct Prior<S> {
+    state: S,
+    created_at: DateTime<Utc>,
+}
+
+fn collection_of(event: &ProjectedEvent) -> Collection {
+    match event.event {
+        DomainEvent::Task(_) => Collection::Tasks,
+        DomainEvent::Agent(_) => Collection::Agents,
+    }
+}
+
+fn aggregate_uuid(event: &ProjectedEvent) -> Result<Uuid, ApplyError> {
+    Uuid::parse_str(&event.envelope.aggregate_id)
+        .map_err(|_| ApplyError::Rejected("aggregate id is not a UUID".into()))
+}
+
+#[async_trait::async_trait]
+impl Projection for VectorProjection {
+    fn name(&self) -> &str {
+        PROJECTION
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &ProjectedEvent,
+    ) -> Result<Applied, ApplyError> {
+        let mut applied = self.apply_batch(conn, std::slice::from_ref(event)).await?;
+        applied
+            .pop()
+            .ok_or_else(|| ApplyError::Rejected("no result for the event".into()))
+    }
+
+    /// Reads each point the batch touches once, folds the batch's events
+    /// into it in order, and writes each changed point once: a task
+    /// submitted and queued in one batch is one read and one upsert, its
+    /// text embedded once. Nothing is written before every event has folded,
+    /// so an event refused here leaves the store as it was; a write that
+    /// fails part-way leaves points whose stored sequence makes the event by
+    /// event retry skip them.
+    async fn apply_batch(
+        &self,
+        _conn: &mut PgConnection,
+        events: &[ProjectedEvent],
+    ) -> Result<Vec<Applied>, ApplyError> {
+        let mut slots: Vec<((Collection, Uuid), Slot)> = Vec::new();
+        let mut index: HashMap<(Collection, Uuid), usize> = HashMap::new();
+        let mut applied = Vec::with_capacity(events.len());
+        for event in events {
+            let key = (collection_of(event), aggregate_uuid(event)?);
+            let i = match index.get(&key) {
+                Some(i) => *i,
+                None => {
+                    let stored = self.search.store.get(key.0, key.1).await.map_err(store)?;
+                    slots.push((key, Slot::read(stored)));
+                    index.insert(key, slots.len() - 1);
+                    slots.len() - 1
+                }
+            };
+            applied.push(slots[i].1.fold(key.1, event)?);
+        }
+        for ((collection, id), slot) in slots {
+            if let (Some(text), Some(mut payload)) = (slot.text, slot.payload) {
+                payload.remove("text");
+                self.write(collection, id, text, slot.embedded.as_deref(), payload)
                     .await?;
             }
         }
-        Ok(Applied::Applied)
+        Ok(applied)
     }
 
     async fn flush(&self) -> Result<(), ApplyError> {

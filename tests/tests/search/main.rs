@@ -6,6 +6,8 @@
 //! and Neo4j when `QDRANT_URL` / `NEO4J_URL` are set (skipped with a printed
 //! reason otherwise).
 
+mod batch;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
