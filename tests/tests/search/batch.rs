@@ -56,7 +56,7 @@ fn lifecycle(i: usize, agent: Uuid) -> Vec<TaskEvent> {
             attempt: 1,
         }),
     ];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         events.push(TaskEvent::TaskSucceeded(TaskSucceeded {
             agent_id: agent,
             attempt: 1,
