@@ -309,6 +309,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| VectorError::Store(format!("edge call panicked or was cancelled: {e}")))?
 }
 
+/// Replaces the payload of the point `id`.
+fn overwrite(id: Uuid, payload: Map<String, Value>) -> UpdateOperation {
+    UpdateOperation::PayloadOperation(qdrant_edge::PayloadOps::OverwritePayload(
+        qdrant_edge::SetPayloadOp {
+            payload: qdrant_edge::Payload(payload),
+            points: Some(vec![PointId::Uuid(id)]),
+            filter: None,
+            key: None,
+        },
+    ))
+}
+
 fn uuid_of(id: &PointId) -> Option<Uuid> {
     match id {
         PointId::Uuid(u) => Some(*u),
@@ -397,58 +409,106 @@ impl VectorStore for EdgeVectors {
     }
 
     async fn get(&self, collection: Collection, id: Uuid) -> Result<Option<Stored>, VectorError> {
+        Ok(self
+            .get_many(collection, &[id])
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
+    /// One `retrieve` for every id.
+    async fn get_many(
+        &self,
+        collection: Collection,
+        ids: &[Uuid],
+    ) -> Result<Vec<Option<Stored>>, VectorError> {
         let shard = self.shard(collection).await?;
+        let ids = ids.to_vec();
         blocking(move || {
+            let wanted: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(*id)).collect();
             let records = shard
                 .retrieve(
-                    &[PointId::Uuid(id)],
+                    &wanted,
                     Some(WithPayloadInterface::Bool(true)),
                     Some(WithVector::Selector(vec![DENSE.to_string()])),
                 )
                 .map_err(store_err)?;
-            Ok(records.into_iter().next().map(|r| {
-                let dense = match r.vector {
-                    Some(VectorStructInternal::Named(mut named)) => match named.remove(DENSE) {
-                        Some(VectorInternal::Dense(v)) => Some(v),
+            let mut found: HashMap<Uuid, Stored> = records
+                .into_iter()
+                .filter_map(|r| {
+                    let id = uuid_of(&r.id)?;
+                    let dense = match r.vector {
+                        Some(VectorStructInternal::Named(mut named)) => match named.remove(DENSE) {
+                            Some(VectorInternal::Dense(v)) => Some(v),
+                            _ => None,
+                        },
+                        Some(VectorStructInternal::Single(v)) => Some(v),
                         _ => None,
-                    },
-                    Some(VectorStructInternal::Single(v)) => Some(v),
-                    _ => None,
-                };
-                Stored {
-                    payload: r.payload.map(|p| p.0).unwrap_or_default(),
-                    dense,
-                }
-            }))
+                    };
+                    Some((
+                        id,
+                        Stored {
+                            payload: r.payload.map(|p| p.0).unwrap_or_default(),
+                            dense,
+                        },
+                    ))
+                })
+                .collect();
+            Ok(ids.iter().map(|id| found.remove(id)).collect())
         })
         .await
     }
 
     async fn upsert(&self, collection: Collection, point: Point) -> Result<(), VectorError> {
-        check_dimension(self.dimension, &point.dense)?;
+        self.write_many(collection, vec![point], Vec::new()).await
+    }
+
+    /// One upsert operation for every point, then one payload overwrite per
+    /// point, all in one blocking call under the write lock.
+    async fn write_many(
+        &self,
+        collection: Collection,
+        points: Vec<Point>,
+        payloads: Vec<(Uuid, Map<String, Value>)>,
+    ) -> Result<(), VectorError> {
+        for point in &points {
+            check_dimension(self.dimension, &point.dense)?;
+        }
         // The lock first: a reopen (under it) waits for every holder of the
         // old shard.
         let _guard = self.write.lock().await;
         let shard = self.shard(collection).await?;
         blocking(move || {
-            let sparse = qdrant_edge::Vector::new_sparse(point.sparse.indices, point.sparse.values)
-                .map_err(|e| VectorError::BadRequest(e.to_string()))?;
-            let vectors = qdrant_edge::Vectors::new_named([
-                (DENSE, qdrant_edge::Vector::new_dense(point.dense)),
-                (SPARSE, sparse),
-            ]);
-            let persisted = qdrant_edge::PointStruct::new(
-                PointId::Uuid(point.id),
-                vectors,
-                Value::Object(point.payload),
-            );
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(vec![
-                        persisted.into(),
-                    ])),
-                ))
-                .map_err(store_err)
+            if !points.is_empty() {
+                let mut persisted = Vec::with_capacity(points.len());
+                for point in points {
+                    let sparse =
+                        qdrant_edge::Vector::new_sparse(point.sparse.indices, point.sparse.values)
+                            .map_err(|e| VectorError::BadRequest(e.to_string()))?;
+                    let vectors = qdrant_edge::Vectors::new_named([
+                        (DENSE, qdrant_edge::Vector::new_dense(point.dense)),
+                        (SPARSE, sparse),
+                    ]);
+                    persisted.push(
+                        qdrant_edge::PointStruct::new(
+                            PointId::Uuid(point.id),
+                            vectors,
+                            Value::Object(point.payload),
+                        )
+                        .into(),
+                    );
+                }
+                shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(persisted)),
+                    ))
+                    .map_err(store_err)?;
+            }
+            for (id, payload) in payloads {
+                shard.update(overwrite(id, payload)).map_err(store_err)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -459,23 +519,8 @@ impl VectorStore for EdgeVectors {
         id: Uuid,
         payload: Map<String, Value>,
     ) -> Result<(), VectorError> {
-        // The lock first: a reopen (under it) waits for every holder of the
-        // old shard.
-        let _guard = self.write.lock().await;
-        let shard = self.shard(collection).await?;
-        blocking(move || {
-            shard
-                .update(UpdateOperation::PayloadOperation(
-                    qdrant_edge::PayloadOps::OverwritePayload(qdrant_edge::SetPayloadOp {
-                        payload: qdrant_edge::Payload(payload),
-                        points: Some(vec![PointId::Uuid(id)]),
-                        filter: None,
-                        key: None,
-                    }),
-                ))
-                .map_err(store_err)
-        })
-        .await
+        self.write_many(collection, Vec::new(), vec![(id, payload)])
+            .await
     }
 
     async fn delete(&self, collection: Collection, id: Uuid) -> Result<(), VectorError> {

@@ -305,47 +305,6 @@ impl VectorProjection {
     pub fn new(search: Search) -> Self {
         Self { search }
     }
-
-    /// Writes the point: a payload-only overwrite when the text (and so the
-    /// vectors) did not change, else an upsert with fresh vectors.
-    async fn write(
-        &self,
-        collection: Collection,
-        id: Uuid,
-        text: String,
-        previous_text: Option<&str>,
-        mut payload: Map<String, Value>,
-    ) -> Result<(), ApplyError> {
-        if previous_text == Some(text.as_str()) {
-            payload.insert("text".into(), Value::String(text));
-            return self
-                .search
-                .store
-                .overwrite_payload(collection, id, payload)
-                .await
-                .map_err(store);
-        }
-        let dense = self
-            .search
-            .embed_one(&text)
-            .await
-            .map_err(ApplyError::Rejected)?;
-        let sparse = self.search.sparse_document(&text);
-        payload.insert("text".into(), Value::String(text));
-        self.search
-            .store
-            .upsert(
-                collection,
-                Point {
-                    id,
-                    dense,
-                    sparse,
-                    payload,
-                },
-            )
-            .await
-            .map_err(store)
-    }
 }
 
 /// One point as a batch sees it: read from the store once, changed by each
@@ -547,27 +506,90 @@ impl Projection for VectorProjection {
         _conn: &mut PgConnection,
         events: &[ProjectedEvent],
     ) -> Result<Vec<Applied>, ApplyError> {
-        let mut slots: Vec<((Collection, Uuid), Slot)> = Vec::new();
+        // The points the batch touches, each once, in order of first event.
+        let mut keys = Vec::with_capacity(events.len());
         let mut index: HashMap<(Collection, Uuid), usize> = HashMap::new();
-        let mut applied = Vec::with_capacity(events.len());
+        let mut slot_of = Vec::with_capacity(events.len());
         for event in events {
             let key = (collection_of(event), aggregate_uuid(event)?);
-            let i = match index.get(&key) {
-                Some(i) => *i,
-                None => {
-                    let stored = self.search.store.get(key.0, key.1).await.map_err(store)?;
-                    slots.push((key, Slot::read(stored)));
-                    index.insert(key, slots.len() - 1);
-                    slots.len() - 1
-                }
-            };
-            applied.push(slots[i].1.fold(key.1, event)?);
+            let next = keys.len();
+            let i = *index.entry(key).or_insert(next);
+            if i == next {
+                keys.push(key);
+            }
+            slot_of.push(i);
         }
-        for ((collection, id), slot) in slots {
-            if let (Some(text), Some(mut payload)) = (slot.text, slot.payload) {
-                payload.remove("text");
-                self.write(collection, id, text, slot.embedded.as_deref(), payload)
-                    .await?;
+        let mut slots: Vec<Option<Slot>> = (0..keys.len()).map(|_| None).collect();
+        for collection in Collection::ALL {
+            let (at, ids): (Vec<usize>, Vec<Uuid>) = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.0 == collection)
+                .map(|(i, k)| (i, k.1))
+                .unzip();
+            if ids.is_empty() {
+                continue;
+            }
+            let stored = self
+                .search
+                .store
+                .get_many(collection, &ids)
+                .await
+                .map_err(store)?;
+            if stored.len() != ids.len() {
+                return Err(ApplyError::Rejected(format!(
+                    "the vector store returned {} points for {} ids",
+                    stored.len(),
+                    ids.len()
+                )));
+            }
+            for (i, point) in at.into_iter().zip(stored) {
+                slots[i] = Some(Slot::read(point));
+            }
+        }
+        let mut slots: Vec<Slot> = slots.into_iter().flatten().collect();
+        if slots.len() != keys.len() {
+            return Err(ApplyError::Rejected("a point was not read".into()));
+        }
+        let mut applied = Vec::with_capacity(events.len());
+        for (event, i) in events.iter().zip(slot_of) {
+            applied.push(slots[i].fold(keys[i].1, event)?);
+        }
+        for collection in Collection::ALL {
+            let (mut points, mut payloads) = (Vec::new(), Vec::new());
+            for (key, slot) in keys.iter().zip(slots.iter_mut()) {
+                if key.0 != collection {
+                    continue;
+                }
+                let (Some(text), Some(mut payload)) = (slot.text.take(), slot.payload.take())
+                else {
+                    continue;
+                };
+                if slot.embedded.as_deref() == Some(text.as_str()) {
+                    // The vectors stand: a payload-only overwrite.
+                    payloads.push((key.1, payload));
+                    continue;
+                }
+                let dense = self
+                    .search
+                    .embed_one(&text)
+                    .await
+                    .map_err(ApplyError::Rejected)?;
+                let sparse = self.search.sparse_document(&text);
+                payload.insert("text".into(), Value::String(text));
+                points.push(Point {
+                    id: key.1,
+                    dense,
+                    sparse,
+                    payload,
+                });
+            }
+            if !points.is_empty() || !payloads.is_empty() {
+                self.search
+                    .store
+                    .write_many(collection, points, payloads)
+                    .await
+                    .map_err(store)?;
             }
         }
         Ok(applied)

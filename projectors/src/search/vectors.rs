@@ -157,6 +157,36 @@ pub trait VectorStore: Send + Sync {
         payload: Map<String, Value>,
     ) -> Result<(), VectorError>;
     async fn delete(&self, collection: Collection, id: Uuid) -> Result<(), VectorError>;
+    /// The points `ids`, in order (`None` where there is none). The default
+    /// reads them one by one; a store that can read many at once does.
+    async fn get_many(
+        &self,
+        collection: Collection,
+        ids: &[Uuid],
+    ) -> Result<Vec<Option<Stored>>, VectorError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.get(collection, *id).await?);
+        }
+        Ok(out)
+    }
+    /// Upserts `points` and overwrites the payloads of `payloads`. The
+    /// default writes them one by one; a store that can write many at once
+    /// does.
+    async fn write_many(
+        &self,
+        collection: Collection,
+        points: Vec<Point>,
+        payloads: Vec<(Uuid, Map<String, Value>)>,
+    ) -> Result<(), VectorError> {
+        for point in points {
+            self.upsert(collection, point).await?;
+        }
+        for (id, payload) in payloads {
+            self.overwrite_payload(collection, id, payload).await?;
+        }
+        Ok(())
+    }
     async fn search(&self, collection: Collection, query: Query) -> Result<Vec<Hit>, VectorError>;
     async fn count(&self, collection: Collection) -> Result<u64, VectorError>;
     /// Makes every write so far durable.
