@@ -165,7 +165,7 @@ pub async fn rebuild(
         .map_err(|e| nats(e.to_string()))?;
     // Read ahead while the lanes apply.
     let mut messages = Prefetch::new(messages, batch_size * lanes.len() * 2);
-    let mut feed = Feed::new(&lanes, batch_size);
+    let feed = Feed::new(&lanes, batch_size);
     let mut applied = 0u64;
     let mut position = 0u64;
     // Build until the stream end seen at the start.
@@ -397,7 +397,7 @@ impl<'a> Feed<'a> {
     /// and no further) and returns (applied, last position). `progress` gets
     /// (applied so far in this run, target) now and then.
     async fn run(
-        &mut self,
+        &self,
         messages: &mut Prefetch<jetstream::Message>,
         copy: &PgPool,
         until: Option<u64>,

@@ -519,14 +519,13 @@ impl Projection for VectorProjection {
             }
             slot_of.push(i);
         }
-        let mut slots: Vec<Option<Slot>> = (0..keys.len()).map(|_| None).collect();
+        let mut read: HashMap<(Collection, Uuid), Option<Stored>> = HashMap::new();
         for collection in Collection::ALL {
-            let (at, ids): (Vec<usize>, Vec<Uuid>) = keys
+            let ids: Vec<Uuid> = keys
                 .iter()
-                .enumerate()
-                .filter(|(_, k)| k.0 == collection)
-                .map(|(i, k)| (i, k.1))
-                .unzip();
+                .filter(|k| k.0 == collection)
+                .map(|k| k.1)
+                .collect();
             if ids.is_empty() {
                 continue;
             }
@@ -543,54 +542,65 @@ impl Projection for VectorProjection {
                     ids.len()
                 )));
             }
-            for (i, point) in at.into_iter().zip(stored) {
-                slots[i] = Some(Slot::read(point));
-            }
+            read.extend(ids.into_iter().map(|id| (collection, id)).zip(stored));
         }
-        let mut slots: Vec<Slot> = slots.into_iter().flatten().collect();
-        if slots.len() != keys.len() {
-            return Err(ApplyError::Rejected("a point was not read".into()));
-        }
+        let mut slots: Vec<Slot> = keys
+            .iter()
+            .map(|k| Slot::read(read.remove(k).flatten()))
+            .collect();
         let mut applied = Vec::with_capacity(events.len());
         for (event, i) in events.iter().zip(slot_of) {
             applied.push(slots[i].fold(keys[i].1, event)?);
         }
         for collection in Collection::ALL {
-            let (mut points, mut payloads) = (Vec::new(), Vec::new());
+            // Points whose text changed get fresh vectors, embedded in one
+            // call; the others a payload-only overwrite.
+            let (mut fresh, mut payloads) = (Vec::new(), Vec::new());
             for (key, slot) in keys.iter().zip(slots.iter_mut()) {
                 if key.0 != collection {
                     continue;
                 }
-                let (Some(text), Some(mut payload)) = (slot.text.take(), slot.payload.take())
-                else {
+                let (Some(text), Some(payload)) = (slot.text.take(), slot.payload.take()) else {
                     continue;
                 };
                 if slot.embedded.as_deref() == Some(text.as_str()) {
-                    // The vectors stand: a payload-only overwrite.
                     payloads.push((key.1, payload));
-                    continue;
+                } else {
+                    fresh.push((key.1, text, payload));
                 }
-                let dense = self
-                    .search
-                    .embed_one(&text)
-                    .await
-                    .map_err(ApplyError::Rejected)?;
-                let sparse = self.search.sparse_document(&text);
-                payload.insert("text".into(), Value::String(text));
-                points.push(Point {
-                    id: key.1,
+            }
+            if fresh.is_empty() && payloads.is_empty() {
+                continue;
+            }
+            let texts: Vec<String> = fresh.iter().map(|(_, text, _)| text.clone()).collect();
+            let dense = self
+                .search
+                .embedder
+                .embed(&texts)
+                .await
+                .map_err(|e| ApplyError::Rejected(e.to_string()))?;
+            if dense.len() != fresh.len() {
+                return Err(ApplyError::Rejected(format!(
+                    "the embedder returned {} vectors for {} texts",
+                    dense.len(),
+                    fresh.len()
+                )));
+            }
+            let points = fresh
+                .into_iter()
+                .zip(dense)
+                .map(|((id, text, payload), dense)| Point {
+                    id,
                     dense,
-                    sparse,
+                    sparse: self.search.sparse_document(&text),
                     payload,
-                });
-            }
-            if !points.is_empty() || !payloads.is_empty() {
-                self.search
-                    .store
-                    .write_many(collection, points, payloads)
-                    .await
-                    .map_err(store)?;
-            }
+                })
+                .collect();
+            self.search
+                .store
+                .write_many(collection, points, payloads)
+                .await
+                .map_err(store)?;
         }
         Ok(applied)
     }

@@ -5,7 +5,7 @@
 use projectors::decode::{decode, ProjectedEvent};
 use projectors::runtime::{Applied, Projection};
 use projectors::search::vectors::Collection;
-use projectors::search::{Search, SearchSettings, VectorProjection};
+use projectors::search::{Search, VectorProjection};
 use schemas::events::{
     TaskAssigned, TaskEvent, TaskQueued, TaskStarted, TaskSubmitted, TaskSucceeded,
 };
@@ -14,11 +14,8 @@ use tests::TestDb;
 use uuid::Uuid;
 
 async fn open(dir: std::path::PathBuf) -> Search {
-    let mut settings = <SearchSettings as clap::FromArgMatches>::from_arg_matches(
-        &<SearchSettings as clap::Args>::augment_args(clap::Command::new("t"))
-            .get_matches_from(["t"]),
-    )
-    .expect("defaults");
+    // The query service's defaults, as it opens its own vector store.
+    let mut settings = query_service::Config::local().search;
     settings.vector_dir = dir;
     Search::open(&settings).await.expect("open Qdrant Edge")
 }
