@@ -12,8 +12,18 @@ use projectors::{audit, connect_pool, dead_letters, rebuild, select, Config, Pro
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    service_kit::allocator::return_freed_memory_promptly();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(async_main()),
+        Err(e) => {
+            eprintln!("projectors: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     let config = Config::parse();
     service_kit::telemetry::init(&config.log_format);
     match run(config).await {

@@ -70,6 +70,12 @@ pub struct Config {
     #[arg(long, env = "QUERY_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 
+    /// Reads parked waiting for their `min_version` that no longer count
+    /// toward `QUERY_MAX_IN_FLIGHT` (a parked read holds a few KiB and does
+    /// no work); past this many, a waiting read keeps its in-flight slot.
+    #[arg(long, env = "QUERY_MAX_PARKED_READS", default_value_t = 1024)]
+    pub max_parked_reads: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

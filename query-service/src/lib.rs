@@ -93,7 +93,11 @@ impl Server {
         };
         let commits = listen_for_commits(pool.clone(), stop.clone());
         let state = http::AppState::new(http::Shared {
-            visibility: visibility::Visibility::start(pool.clone(), commits),
+            visibility: visibility::Visibility::start(
+                pool.clone(),
+                commits,
+                config.max_parked_reads,
+            ),
             reads: reads::TaskReads::start((*pool.connect_options()).clone(), config.read_lanes),
             stopping: stop.clone(),
             stores,

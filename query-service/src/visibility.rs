@@ -8,12 +8,20 @@
 //! waited-for rows in one statement per table and releases the waiters whose
 //! version has arrived.
 //!
+//! A read parked for its version gives back its in-flight slot (see
+//! `service_kit::shed`), up to `QUERY_MAX_PARKED_READS` of them: waiting is
+//! not work, and at 1,000 read-your-writes reads a second with the
+//! projection a few hundred milliseconds behind, the waiting reads alone
+//! filled the 512 slots, and 2 % of reads were shed with `503 overloaded`
+//! (`loadgen`, 2026-11-27), each costing its client a second.
+//!
 //! One statement per commit, however many readers wait: with a waiter
 //! re-reading its own row on every commit, hundreds of waiters turned each
 //! commit into hundreds of queries, which slowed the projection they were
 //! waiting for.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,16 +49,31 @@ pub struct Visibility {
     /// once, through the primary key (see [`db::versions`]).
     checker: PgPool,
     waiters: Mutex<Waiters>,
+    /// Reads parked now without an in-flight slot, and the bound on them.
+    parked: AtomicUsize,
+    max_parked: usize,
+}
+
+/// A read counted as parked until dropped.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Visibility {
     /// Starts the checker; `commits` ticks after each committed read-model batch.
-    pub fn start(pool: PgPool, commits: watch::Receiver<u64>) -> Arc<Self> {
+    /// At most `max_parked` reads wait without an in-flight slot.
+    pub fn start(pool: PgPool, commits: watch::Receiver<u64>, max_parked: usize) -> Arc<Self> {
         let checker = crate::reads::index_read_pool((*pool.connect_options()).clone(), 1);
         let this = Arc::new(Self {
             pool,
             checker,
             waiters: Mutex::new(HashMap::new()),
+            parked: AtomicUsize::new(0),
+            max_parked,
         });
         tokio::spawn(check_loop(Arc::downgrade(&this), commits));
         this
@@ -104,9 +127,27 @@ impl Visibility {
         if row.as_ref().is_some_and(|r| version(r) >= min) {
             return Ok(row);
         }
+        let parked = self.park();
         // A dropped receiver is cleaned up by the checker's next round.
         let _ = tokio::time::timeout_at(deadline, signal).await;
+        drop(parked);
         read().await
+    }
+
+    /// Counts the calling read as parked and gives back its in-flight slot,
+    /// unless `max_parked` reads are parked already.
+    fn park(&self) -> Option<Parked<'_>> {
+        if self.parked.fetch_add(1, Ordering::Relaxed) >= self.max_parked {
+            self.parked.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        service_kit::release_in_flight();
+        Some(Parked(&self.parked))
+    }
+
+    /// Reads parked without an in-flight slot now.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {

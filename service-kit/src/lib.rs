@@ -15,8 +15,10 @@
 //! - [`telemetry`]: the global log subscriber.
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C.
 //! - [`index_scans`]: Postgres sessions that read through an index wherever one applies.
-#![forbid(unsafe_code)]
+//! - [`allocator`]: the binaries' allocator settings (the crate's one `unsafe` call).
+#![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod extract;
 pub mod health;
 pub mod ids;
@@ -94,10 +96,17 @@ pub async fn timeout(
     }
 }
 
+tokio::task_local! {
+    /// The in-flight permit of the request the current task serves (see
+    /// [`shed`]), until the request ends or gives it back.
+    static IN_FLIGHT: std::cell::RefCell<Option<tokio::sync::OwnedSemaphorePermit>>;
+}
+
 /// Middleware (with `from_fn_with_state(permits, ..)`): at most as many
 /// requests in flight as `permits` holds; one more is answered 503
 /// `overloaded` with `Retry-After: 1` at once, instead of queueing without
 /// bound (each waiting request holds memory, and a late answer helps nobody).
+/// A request may give its permit back early with [`release_in_flight`].
 pub async fn shed(
     axum::extract::State(permits): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
     request: axum::extract::Request,
@@ -105,9 +114,9 @@ pub async fn shed(
 ) -> Response {
     match permits.try_acquire_owned() {
         Ok(permit) => {
-            let response = next.run(request).await;
-            drop(permit);
-            response
+            IN_FLIGHT
+                .scope(std::cell::RefCell::new(Some(permit)), next.run(request))
+                .await
         }
         Err(_) => {
             let mut response = problem_response(Problem::new(
@@ -122,6 +131,16 @@ pub async fn shed(
             response
         }
     }
+}
+
+/// Gives the calling request's in-flight permit (see [`shed`]) back, for a
+/// request about to park until something else happens, holding little
+/// meanwhile; whoever parks it bounds such requests itself. Returns whether
+/// the request held one (not outside [`shed`], nor twice).
+pub fn release_in_flight() -> bool {
+    IN_FLIGHT
+        .try_with(|permit| permit.borrow_mut().take().is_some())
+        .unwrap_or(false)
 }
 
 /// Names each request's span with its method, path, request id and

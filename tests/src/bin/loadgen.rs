@@ -29,7 +29,7 @@
 //! `--quick` (about 1.5 minutes): 2 s per throughput step, visibility for 10 s,
 //! 20,000 relay events, 50,000 rebuild events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -68,6 +68,11 @@ struct Visibility {
     failed: u64,
     /// Why, for the first failures (transport error or status).
     failures: Vec<String>,
+    /// Reads answered with an error and tried again (after their
+    /// `Retry-After`), by status and problem title: each retry after a 503
+    /// adds a second to its command's delay.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    retried_reads: BTreeMap<String, u64>,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -348,19 +353,21 @@ async fn visibility(
     let total = (rate * secs) as usize;
     let failed = Arc::new(AtomicU64::new(0));
     let reasons = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let retried = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut handles = Vec::with_capacity(total);
     for _ in 0..total {
         ticker.tick().await;
-        let (h, submit, body, q, failed, reasons) = (
+        let (h, submit, body, q, failed, reasons, retried) = (
             http.clone(),
             submit.clone(),
             body.clone(),
             query_url.to_string(),
             failed.clone(),
             reasons.clone(),
+            retried.clone(),
         );
         let fail = move |why: String| {
             failed.fetch_add(1, Ordering::Relaxed);
@@ -419,7 +426,12 @@ async fn visibility(
                         });
                     }
                     Ok(a) => {
-                        last = format!("read answered {}", a.status);
+                        let problem: serde_json::Value =
+                            serde_json::from_slice(&a.body).unwrap_or_default();
+                        last = format!("read answered {} {}", a.status, problem["title"]);
+                        if let Ok(mut r) = retried.lock() {
+                            *r.entry(last.clone()).or_default() += 1;
+                        }
                         let retry_after = a
                             .headers
                             .get(http::header::RETRY_AFTER)
@@ -456,6 +468,7 @@ async fn visibility(
         commands: total,
         failed: failed.load(Ordering::Relaxed),
         failures: reasons.lock().map(|r| r.clone()).unwrap_or_default(),
+        retried_reads: retried.lock().map(|r| r.clone()).unwrap_or_default(),
         p50_ms: pct(&lat, 0.5),
         p99_ms: pct(&lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
@@ -852,6 +865,9 @@ async fn main() {
         }
         for why in &v.failures {
             println!("  failure: {why}");
+        }
+        for (why, n) in &v.retried_reads {
+            println!("  {n} reads retried: {why}");
         }
     }
     for m in &report.memory {

@@ -7,6 +7,7 @@ mod dead_letters;
 mod deferred_flush;
 mod graph_batch;
 mod live;
+mod parked_reads;
 mod queries;
 mod rebuild;
 mod row_writes;
