@@ -11,14 +11,7 @@ use service_kit::telemetry;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    service_kit::allocator::return_freed_memory_promptly();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(async_main()),
-        Err(e) => {
-            eprintln!("command-service: cannot start the async runtime: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    service_kit::allocator::run_main("command-service", async_main)
 }
 
 async fn async_main() -> std::process::ExitCode {

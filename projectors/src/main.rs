@@ -13,14 +13,7 @@ use projectors::{audit, connect_pool, dead_letters, rebuild, select, Config, Pro
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    service_kit::allocator::return_freed_memory_promptly();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(async_main()),
-        Err(e) => {
-            eprintln!("projectors: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    service_kit::allocator::run_main("projectors", async_main)
 }
 
 async fn async_main() -> ExitCode {

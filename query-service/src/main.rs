@@ -12,14 +12,7 @@ use query_service::{serve, Config};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    service_kit::allocator::return_freed_memory_promptly();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(async_main()),
-        Err(e) => {
-            eprintln!("query-service: cannot start the async runtime: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    service_kit::allocator::run_main("query-service", async_main)
 }
 
 async fn async_main() -> std::process::ExitCode {

@@ -145,11 +145,6 @@ impl Visibility {
         Some(Parked(&self.parked))
     }
 
-    /// Reads parked without an in-flight slot now.
-    pub fn parked(&self) -> usize {
-        self.parked.load(Ordering::Relaxed)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every change is one insert or remove), so a poisoned lock is used.

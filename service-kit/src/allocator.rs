@@ -33,6 +33,24 @@ pub fn return_freed_memory_promptly() {
     }
 }
 
+/// A binary's `main`: sets the allocator (before any thread starts), then
+/// runs `main` on a multi-threaded runtime (as `#[tokio::main]` would; it
+/// honours `TOKIO_WORKER_THREADS`). `name` prefixes the message if the
+/// runtime cannot start.
+pub fn run_main<F>(name: &str, main: impl FnOnce() -> F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = std::process::ExitCode>,
+{
+    return_freed_memory_promptly();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(main()),
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
