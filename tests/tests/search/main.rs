@@ -7,6 +7,7 @@
 //! reason otherwise).
 
 mod batch;
+mod text_ranking;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
