@@ -138,7 +138,9 @@ pub async fn connect_pool(config: &Config) -> Result<PgPool, StartError> {
         // No ping round trip before every batch: a broken connection fails
         // the batch, which is retried from its checkpoint.
         .test_before_acquire(false)
-        .connect_with(service_kit::index_scans(options))
+        .connect_with(service_kit::generic_plans(service_kit::index_scans(
+            options,
+        )))
         .await?;
     if config.run_migrations {
         migrator().run(&pool).await?;

@@ -371,8 +371,13 @@ async fn copy_pool(pool: &PgPool, schema: &str, lanes: usize) -> sqlx::Result<Pg
         // `service_kit::index_scans`): the copy's tables grow from empty
         // faster than statistics follow. Measured against per-call plans with
         // scans allowed (the copy's setting before): 35,900–36,000 against
-        // 32,800–33,400 events/s.
-        .connect_with(service_kit::index_scans((*pool.connect_options()).clone()))
+        // 32,800–33,400 events/s. `auto` also where the live pool forces
+        // generic plans (`service_kit::generic_plans`): the rebuild was
+        // measured with it, and its batches are of one fixed size.
+        .connect_with(
+            service_kit::index_scans((*pool.connect_options()).clone())
+                .options([("plan_cache_mode", "auto")]),
+        )
         .await
 }
 

@@ -2,7 +2,8 @@
 //! (quotes, backslashes, commas and braces in array elements and text, empty
 //! arrays, nulls), and a batch applied at once ends as the same events applied
 //! one at a time — or in two batches, the second updating a stored row and
-//! inserting a new one in one statement. A history row that conflicts parks
+//! inserting a new one in one statement, on the projectors' sessions (generic
+//! plans forced). A history row that conflicts parks
 //! its event (the plain insert's failure), and the rest of the batch applies.
 
 use projectors::decode::decode;
@@ -120,10 +121,18 @@ async fn odd_values_survive_and_a_batch_equals_one_by_one() {
 
     // Task a's first two events, then the rest of a (its row stored) with all
     // of b (a new row).
+    // On the projectors' own sessions: every statement runs its generic plan
+    // from the first call.
     let split = TestDb::new().await;
-    let pool2 = split.pool().await;
-    projectors::migrator().run(&pool2).await.unwrap();
+    let mut config = projectors::config::Config::local();
+    config.database_url = split.url.clone();
+    let pool2 = projectors::connect_pool(&config).await.unwrap();
     let mut conn2 = pool2.acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&mut *conn2)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
     for part in [&projected[..2], &projected[2..]] {
         let mut tx = conn2.begin().await.unwrap();
         ReadModels.apply_batch(&mut tx, part).await.unwrap();
