@@ -19,6 +19,12 @@
 //! re-reading its own row on every commit, hundreds of waiters turned each
 //! commit into hundreds of queries, which slowed the projection they were
 //! waiting for.
+//!
+//! For tasks the checker reads the whole rows, and a released waiter gets
+//! the row it was waiting for from that read: a `GET /tasks/{id}?min_version`
+//! that had to wait is answered without reading its row a second time (the
+//! second read went through the batched task reads, a queue and a statement
+//! more on the path from the projection's commit to the answer).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +35,8 @@ use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
+use schemas::query::TaskView;
+
 use crate::db::{self, Table};
 use crate::error::ApiError;
 
@@ -37,7 +45,25 @@ pub const POLL: Duration = Duration::from_millis(50);
 
 struct Waiter {
     min: i64,
-    reached: oneshot::Sender<i64>,
+    reached: oneshot::Sender<Arrived>,
+}
+
+/// What the checker read when a waiter's version arrived.
+#[derive(Debug, Clone)]
+pub enum Arrived {
+    /// The row's version (agents).
+    Version(i64),
+    /// The task row itself.
+    Task(Box<TaskView>),
+}
+
+impl Arrived {
+    pub fn version(&self) -> i64 {
+        match self {
+            Self::Version(v) => *v,
+            Self::Task(t) => t.version,
+        }
+    }
 }
 
 type Waiters = HashMap<(Table, Uuid), Vec<Waiter>>;
@@ -95,14 +121,16 @@ impl Visibility {
             timeout,
             || db::version(&self.pool, table, id),
             |v| *v,
+            |arrived| Some(arrived.version()),
         )
         .await
     }
 
     /// Like [`Self::wait`], reading the row with `read` (which returns the
     /// row, if any, whose version is `version(row)`): a caller that wants the
-    /// row gets it from the read that saw it arrive. Returns the row read
-    /// last, whatever its version.
+    /// row gets it from the read that saw it arrive — its own first read, or
+    /// the checker's, turned into the row by `arrived` (`None`: read it
+    /// again). Returns the row read last, whatever its version.
     pub async fn wait_for<T, Fut>(
         &self,
         table: Table,
@@ -111,6 +139,7 @@ impl Visibility {
         timeout: Duration,
         read: impl Fn() -> Fut,
         version: impl Fn(&T) -> i64,
+        arrived: impl Fn(Arrived) -> Option<T>,
     ) -> Result<Option<T>, ApiError>
     where
         Fut: std::future::Future<Output = Result<Option<T>, ApiError>>,
@@ -129,8 +158,13 @@ impl Visibility {
         }
         let parked = self.park();
         // A dropped receiver is cleaned up by the checker's next round.
-        let _ = tokio::time::timeout_at(deadline, signal).await;
+        let seen = tokio::time::timeout_at(deadline, signal).await;
         drop(parked);
+        if let Ok(Ok(row)) = seen {
+            if let Some(row) = arrived(row) {
+                return Ok(Some(row));
+            }
+        }
         read().await
     }
 
@@ -166,23 +200,36 @@ impl Visibility {
             }
         }
         for (table, ids) in wanted {
-            let versions = match db::versions(&self.checker, table, &ids).await {
-                Ok(v) => v,
+            let rows: Result<Vec<(Uuid, Arrived)>, ApiError> = match table {
+                Table::Tasks => db::tasks(&self.checker, &ids).await.map(|rows| {
+                    rows.into_iter()
+                        .map(|t| (t.id, Arrived::Task(Box::new(t))))
+                        .collect()
+                }),
+                Table::Agents => db::versions(&self.checker, table, &ids).await.map(|rows| {
+                    rows.into_iter()
+                        .map(|(id, v)| (id, Arrived::Version(v)))
+                        .collect()
+                }),
+            };
+            let rows = match rows {
+                Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "min_version check failed; retrying");
                     continue;
                 }
             };
             let mut waiters = self.lock();
-            for (id, version) in versions {
+            for (id, row) in rows {
                 let Some(list) = waiters.get_mut(&(table, id)) else {
                     continue;
                 };
+                let version = row.version();
                 let (done, wait): (Vec<Waiter>, Vec<Waiter>) =
                     list.drain(..).partition(|w| w.min <= version);
                 *list = wait;
                 for w in done {
-                    let _ = w.reached.send(version);
+                    let _ = w.reached.send(row.clone());
                 }
             }
         }

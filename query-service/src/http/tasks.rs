@@ -16,6 +16,7 @@ use super::extract::ValidQuery;
 use super::{check_min_version, not_reached, page, wait_for_version, AppState};
 use crate::db::{self, Table, TaskFilter};
 use crate::error::ApiError;
+use crate::visibility::Arrived;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +133,8 @@ pub async fn get_task(
             .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")));
     };
     check_min_version(min)?;
-    // The row comes from the read that saw the version arrive: no second read.
+    // The row comes from the read that saw the version arrive (this read's
+    // own or the checker's): no second read.
     let view = state
         .visibility
         .wait_for(
@@ -142,6 +144,10 @@ pub async fn get_task(
             state.min_version_wait,
             || state.reads.task(id),
             |v| v.version,
+            |arrived| match arrived {
+                Arrived::Task(view) => Some(*view),
+                Arrived::Version(_) => None,
+            },
         )
         .await?;
     match view {

@@ -90,12 +90,25 @@ async fn reads_waiting_for_their_version_give_back_their_in_flight_slot() {
         .cmd(&format!("/api/v1/tasks/{first}/cancel"), json!({}))
         .await;
     assert_eq!(v, v1 + 1);
+    let mut answers = Vec::new();
     for h in readers {
         let (status, body) = h.await.expect("reader");
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "cancelled");
         assert_eq!(body["version"], v);
+        answers.push(body);
     }
+    // A parked read is answered with the row the version checker read: the
+    // same task, field for field, as a plain read of it now.
+    let now: serde_json::Value = http
+        .get(&plain)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert!(answers.iter().all(|a| *a == now), "{answers:?} vs {now}");
     query.shutdown().await;
 
     // Five may park: five park, two more wait on the two slots, and the
