@@ -66,6 +66,37 @@ impl Arrived {
     }
 }
 
+/// A row a read can wait for: its version, and the row itself out of what
+/// the checker read (`None`: read it again).
+pub trait Versioned: Sized {
+    fn version(&self) -> i64;
+    fn from_arrived(arrived: Arrived) -> Option<Self>;
+}
+
+/// Just the version.
+impl Versioned for i64 {
+    fn version(&self) -> i64 {
+        *self
+    }
+
+    fn from_arrived(arrived: Arrived) -> Option<Self> {
+        Some(arrived.version())
+    }
+}
+
+impl Versioned for TaskView {
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn from_arrived(arrived: Arrived) -> Option<Self> {
+        match arrived {
+            Arrived::Task(view) => Some(*view),
+            Arrived::Version(_) => None,
+        }
+    }
+}
+
 type Waiters = HashMap<(Table, Uuid), Vec<Waiter>>;
 
 /// The waiters and the checker that releases them.
@@ -114,32 +145,23 @@ impl Visibility {
         min: i64,
         timeout: Duration,
     ) -> Result<Option<i64>, ApiError> {
-        self.wait_for(
-            table,
-            id,
-            min,
-            timeout,
-            || db::version(&self.pool, table, id),
-            |v| *v,
-            |arrived| Some(arrived.version()),
-        )
+        self.wait_for(table, id, min, timeout, || {
+            db::version(&self.pool, table, id)
+        })
         .await
     }
 
-    /// Like [`Self::wait`], reading the row with `read` (which returns the
-    /// row, if any, whose version is `version(row)`): a caller that wants the
-    /// row gets it from the read that saw it arrive — its own first read, or
-    /// the checker's, turned into the row by `arrived` (`None`: read it
-    /// again). Returns the row read last, whatever its version.
-    pub async fn wait_for<T, Fut>(
+    /// Like [`Self::wait`], reading the row with `read`: a caller that wants
+    /// the row gets it from the read that saw it arrive — its own first
+    /// read, or the checker's (see [`Versioned::from_arrived`]). Returns the
+    /// row read last, whatever its version.
+    pub async fn wait_for<T: Versioned, Fut>(
         &self,
         table: Table,
         id: Uuid,
         min: i64,
         timeout: Duration,
         read: impl Fn() -> Fut,
-        version: impl Fn(&T) -> i64,
-        arrived: impl Fn(Arrived) -> Option<T>,
     ) -> Result<Option<T>, ApiError>
     where
         Fut: std::future::Future<Output = Result<Option<T>, ApiError>>,
@@ -153,7 +175,7 @@ impl Visibility {
             .or_default()
             .push(Waiter { min, reached });
         let row = read().await?;
-        if row.as_ref().is_some_and(|r| version(r) >= min) {
+        if row.as_ref().is_some_and(|r| r.version() >= min) {
             return Ok(row);
         }
         let parked = self.park();
@@ -161,7 +183,7 @@ impl Visibility {
         let seen = tokio::time::timeout_at(deadline, signal).await;
         drop(parked);
         if let Ok(Ok(row)) = seen {
-            if let Some(row) = arrived(row) {
+            if let Some(row) = T::from_arrived(row) {
                 return Ok(Some(row));
             }
         }

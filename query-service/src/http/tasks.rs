@@ -16,7 +16,6 @@ use super::extract::ValidQuery;
 use super::{check_min_version, not_reached, page, wait_for_version, AppState};
 use crate::db::{self, Table, TaskFilter};
 use crate::error::ApiError;
-use crate::visibility::Arrived;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -137,18 +136,9 @@ pub async fn get_task(
     // own or the checker's): no second read.
     let view = state
         .visibility
-        .wait_for(
-            Table::Tasks,
-            id,
-            min,
-            state.min_version_wait,
-            || state.reads.task(id),
-            |v| v.version,
-            |arrived| match arrived {
-                Arrived::Task(view) => Some(*view),
-                Arrived::Version(_) => None,
-            },
-        )
+        .wait_for(Table::Tasks, id, min, state.min_version_wait, || {
+            state.reads.task(id)
+        })
         .await?;
     match view {
         Some(view) if view.version >= min => Ok(Json(view)),
