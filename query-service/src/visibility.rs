@@ -31,11 +31,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use schemas::query::TaskView;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
-
-use schemas::query::TaskView;
 
 use crate::db::{self, Table};
 use crate::error::ApiError;
