@@ -86,15 +86,21 @@ pub async fn configured_projections(
             )
             .await
             .map_err(|e| StartError::Store(e.to_string()))?;
-            all.push(Arc::new(graph::GraphProjection::neo4j(Arc::new(neo))));
+            all.push(Arc::new(
+                graph::GraphProjection::neo4j(Arc::new(neo)).lingering(config.graph.linger()),
+            ));
         }
-        None => all.push(Arc::new(graph::GraphProjection::postgres())),
+        None => all.push(Arc::new(
+            graph::GraphProjection::postgres().lingering(config.graph.linger()),
+        )),
     }
     if !config.search.embedded() {
         let search = search::Search::open(&config.search)
             .await
             .map_err(StartError::Store)?;
-        all.push(Arc::new(search::VectorProjection::new(search)));
+        all.push(Arc::new(
+            search::VectorProjection::new(search).lingering(config.search.linger()),
+        ));
     }
     Ok(all)
 }

@@ -122,6 +122,17 @@ pub trait Projection: Send + Sync {
     fn flush_every(&self) -> Option<Duration> {
         None
     }
+
+    /// The least time between the starts of two batches. Zero (the
+    /// default): a batch starts as soon as an event arrives. A projection
+    /// off the path of a command's visibility (the graph, the vector
+    /// projection) can let events gather instead: under load its batches are
+    /// larger and fewer, and so are its round trips and commits, which
+    /// leaves the machine to the projections reads wait for. An event that
+    /// arrives after a quiet spell longer than this is applied at once.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Runtime settings.
@@ -577,13 +588,26 @@ async fn consume(
     // Applied by deferred batches, not yet flushed and checkpointed: the
     // last stream sequence, and when the first of those batches committed.
     let mut unflushed: Option<(u64, Instant)> = None;
+    let linger = projection.linger();
+    let mut last_batch: Option<Instant> = None;
     while !*shutdown.borrow() {
         if !lock.still_leading(lock_conn).await {
             return Err("lost the projection lock's connection".into());
         }
+        if let Some(due) = last_batch.map(|started| started + linger) {
+            if due > Instant::now() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
         let messages = prefetch
             .next_batch(settings.batch_size, settings.fetch_wait)
             .await?;
+        if !messages.is_empty() {
+            last_batch = Some(Instant::now());
+        }
         if messages.is_empty() {
             // The stream is quiet: what was put off is stored now.
             if let Some((last, _)) = unflushed.take() {

@@ -245,7 +245,10 @@ async fn start_vector_projection(
         ..Default::default()
     };
     let status = Arc::new(projectors::runtime::ProjectionStatus::default());
-    let projection = Arc::new(projectors::search::VectorProjection::new((*search).clone()));
+    let projection = Arc::new(
+        projectors::search::VectorProjection::new((*search).clone())
+            .lingering(config.search.linger()),
+    );
     let js = async_nats::jetstream::new(nats);
     let handle = tokio::spawn(projectors::runtime::run(
         writer,

@@ -16,6 +16,7 @@ pub mod pg;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use schemas::query::{GraphEdge, GraphNode, GraphView};
 use schemas::{AgentEvent, TaskEvent};
@@ -60,6 +61,21 @@ pub struct GraphSettings {
 
     #[arg(long, env = "NEO4J_PASSWORD", global = true, hide_env_values = true)]
     pub neo4j_password: Option<String>,
+
+    /// Least time between two batches of the graph projection, in ms
+    /// ([`crate::runtime::Projection::linger`]); 0 applies every event at once.
+    #[arg(long, env = "GRAPH_LINGER_MS", default_value_t = DEFAULT_LINGER_MS, global = true)]
+    pub graph_linger_ms: u64,
+}
+
+/// The graph is not on the way from a command to its read: by default its
+/// batches start at most every 100 ms.
+pub const DEFAULT_LINGER_MS: u64 = 100;
+
+impl GraphSettings {
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.graph_linger_ms)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -534,6 +550,7 @@ pub async fn path(
 /// The graph projection over any writable backend.
 pub struct GraphProjection {
     writer: Writer,
+    linger: Duration,
 }
 
 enum Writer {
@@ -543,16 +560,24 @@ enum Writer {
 }
 
 impl GraphProjection {
+    /// Applies every event as soon as it arrives (see [`Self::lingering`]).
     pub fn postgres() -> Self {
         Self {
             writer: Writer::Postgres,
+            linger: Duration::ZERO,
         }
     }
 
     pub fn neo4j(graph: Arc<neo4j::Neo4jGraph>) -> Self {
         Self {
             writer: Writer::Neo4j(graph),
+            linger: Duration::ZERO,
         }
+    }
+
+    /// Starts batches at most every `linger`.
+    pub fn lingering(self, linger: Duration) -> Self {
+        Self { linger, ..self }
     }
 }
 
@@ -560,6 +585,10 @@ impl GraphProjection {
 impl Projection for GraphProjection {
     fn name(&self) -> &str {
         PROJECTION
+    }
+
+    fn linger(&self) -> Duration {
+        self.linger
     }
 
     async fn apply(

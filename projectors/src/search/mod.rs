@@ -93,11 +93,24 @@ pub struct SearchSettings {
     /// Timeout of one call to Qdrant or the embedder, in ms.
     #[arg(long, env = "SEARCH_TIMEOUT_MS", default_value_t = 5000, global = true)]
     pub search_timeout_ms: u64,
+
+    /// Least time between two batches of the vector projection, in ms
+    /// ([`crate::runtime::Projection::linger`]); 0 applies every event at once.
+    #[arg(long, env = "SEARCH_LINGER_MS", default_value_t = DEFAULT_LINGER_MS, global = true)]
+    pub search_linger_ms: u64,
 }
+
+/// Search is not on the way from a command to its read: by default the
+/// vector projection's batches start at most every 100 ms.
+pub const DEFAULT_LINGER_MS: u64 = 100;
 
 impl SearchSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.search_timeout_ms.max(1))
+    }
+
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.search_linger_ms)
     }
 
     pub fn embedder(&self) -> Result<Arc<dyn Embedder>, String> {
@@ -299,11 +312,21 @@ fn payload_time(payload: &Map<String, Value>, key: &str) -> Option<DateTime<Utc>
 /// The vector projection: one point per task and per agent.
 pub struct VectorProjection {
     search: Search,
+    linger: Duration,
 }
 
 impl VectorProjection {
+    /// Applies every event as soon as it arrives (see [`Self::lingering`]).
     pub fn new(search: Search) -> Self {
-        Self { search }
+        Self {
+            search,
+            linger: Duration::ZERO,
+        }
+    }
+
+    /// Starts batches at most every `linger`.
+    pub fn lingering(self, linger: Duration) -> Self {
+        Self { linger, ..self }
     }
 }
 
@@ -615,6 +638,10 @@ impl Projection for VectorProjection {
     /// events re-applied after a restart are skipped.
     fn flush_every(&self) -> Option<Duration> {
         Some(FLUSH_EVERY)
+    }
+
+    fn linger(&self) -> Duration {
+        self.linger
     }
 }
 

@@ -6,6 +6,7 @@ mod crash;
 mod dead_letters;
 mod deferred_flush;
 mod graph_batch;
+mod linger;
 mod live;
 mod parked_reads;
 mod queries;
