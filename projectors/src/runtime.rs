@@ -135,6 +135,10 @@ pub trait Projection: Send + Sync {
     }
 }
 
+/// The default linger, in ms, of the projections off that path (the graph's
+/// `GRAPH_LINGER_MS`, the vector projection's `SEARCH_LINGER_MS`).
+pub const DEFAULT_LINGER_MS: u64 = 100;
+
 /// Runtime settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
@@ -605,9 +609,6 @@ async fn consume(
         let messages = prefetch
             .next_batch(settings.batch_size, settings.fetch_wait)
             .await?;
-        if !messages.is_empty() {
-            last_batch = Some(Instant::now());
-        }
         if messages.is_empty() {
             // The stream is quiet: what was put off is stored now.
             if let Some((last, _)) = unflushed.take() {
@@ -616,6 +617,7 @@ async fn consume(
             }
             continue;
         }
+        last_batch = Some(Instant::now());
         let defer = flush_every
             .is_some_and(|every| unflushed.is_none_or(|(_, since)| since.elapsed() < every));
         let parts: Vec<_> = messages

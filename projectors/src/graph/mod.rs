@@ -64,13 +64,9 @@ pub struct GraphSettings {
 
     /// Least time between two batches of the graph projection, in ms
     /// ([`crate::runtime::Projection::linger`]); 0 applies every event at once.
-    #[arg(long, env = "GRAPH_LINGER_MS", default_value_t = DEFAULT_LINGER_MS, global = true)]
+    #[arg(long, env = "GRAPH_LINGER_MS", default_value_t = crate::runtime::DEFAULT_LINGER_MS, global = true)]
     pub graph_linger_ms: u64,
 }
-
-/// The graph is not on the way from a command to its read: by default its
-/// batches start at most every 100 ms.
-pub const DEFAULT_LINGER_MS: u64 = 100;
 
 impl GraphSettings {
     pub fn linger(&self) -> Duration {

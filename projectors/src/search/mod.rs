@@ -96,13 +96,9 @@ pub struct SearchSettings {
 
     /// Least time between two batches of the vector projection, in ms
     /// ([`crate::runtime::Projection::linger`]); 0 applies every event at once.
-    #[arg(long, env = "SEARCH_LINGER_MS", default_value_t = DEFAULT_LINGER_MS, global = true)]
+    #[arg(long, env = "SEARCH_LINGER_MS", default_value_t = crate::runtime::DEFAULT_LINGER_MS, global = true)]
     pub search_linger_ms: u64,
 }
-
-/// Search is not on the way from a command to its read: by default the
-/// vector projection's batches start at most every 100 ms.
-pub const DEFAULT_LINGER_MS: u64 = 100;
 
 impl SearchSettings {
     pub fn timeout(&self) -> Duration {

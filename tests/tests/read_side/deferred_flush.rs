@@ -16,7 +16,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use tests::*;
 
-use crate::support::Apis;
+use crate::support::{projection_status, Apis};
 
 const NAME: &str = "deferring";
 
@@ -79,11 +79,7 @@ async fn a_deferring_projection_checkpoints_when_quiet_and_together_with_a_dead_
     let db = TestDb::new().await;
     let nats = NatsServer::start().await;
     let command = start_service(config(&db, &nats)).await;
-    let api = Apis {
-        command: format!("http://{}", command.addr),
-        query: String::new(),
-        http: reqwest::Client::new(),
-    };
+    let api = Apis::commands(&command);
     let pool = db.pool().await;
     // The stream holds 40 events (20 tasks, submitted and queued) before
     // the projection starts, so that it reads them in several batches.
@@ -106,12 +102,7 @@ async fn a_deferring_projection_checkpoints_when_quiet_and_together_with_a_dead_
     let mut config = projectors_config(&db, &nats);
     config.batch_size = 7;
     let projectors = start_projectors(&config, vec![projection.clone()]).await;
-    let status = projectors
-        .statuses
-        .iter()
-        .find(|(name, _)| name == NAME)
-        .map(|(_, s)| s.clone())
-        .unwrap();
+    let status = projection_status(&projectors, NAME);
 
     // Once the stream is quiet the checkpoint is stored, after one flush
     // for all the batches.

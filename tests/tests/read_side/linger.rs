@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use tests::*;
 
-use crate::support::Apis;
+use crate::support::{projection_status, Apis};
 
 const NAME: &str = "lingering";
 const LINGER: Duration = Duration::from_secs(2);
@@ -61,20 +61,11 @@ async fn a_lingering_projection_gathers_a_burst_and_applies_a_lone_event_at_once
     let db = TestDb::new().await;
     let nats = NatsServer::start().await;
     let command = start_service(config(&db, &nats)).await;
-    let api = Apis {
-        command: format!("http://{}", command.addr),
-        query: String::new(),
-        http: reqwest::Client::new(),
-    };
+    let api = Apis::commands(&command);
     let projection = Arc::new(Lingering::default());
     let projectors =
         start_projectors(&projectors_config(&db, &nats), vec![projection.clone()]).await;
-    let status = projectors
-        .statuses
-        .iter()
-        .find(|(name, _)| name == NAME)
-        .map(|(_, s)| s.clone())
-        .unwrap();
+    let status = projection_status(&projectors, NAME);
 
     // A burst: 20 tasks (40 events), one after another.
     let burst = Instant::now();

@@ -17,6 +17,15 @@ impl Apis {
         }
     }
 
+    /// The command API alone (no query service running).
+    pub fn commands(command: &command_service::Server) -> Self {
+        Self {
+            command: format!("http://{}", command.addr),
+            query: String::new(),
+            http: Client::new(),
+        }
+    }
+
     /// A command that must succeed; returns (id, version).
     pub async fn cmd(&self, path: &str, body: Value) -> (String, i64) {
         let r = self
@@ -74,4 +83,17 @@ pub async fn problem(r: Response) -> (u16, Value) {
     let body: Value = r.json().await.unwrap();
     assert_eq!(ct, "application/problem+json", "{status} {body}");
     (status, body)
+}
+
+/// The live counters of the projection `name` among `projectors`.
+pub fn projection_status(
+    projectors: &projectors::Projectors,
+    name: &str,
+) -> std::sync::Arc<projectors::runtime::ProjectionStatus> {
+    projectors
+        .statuses
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s.clone())
+        .unwrap()
 }
