@@ -102,12 +102,12 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 
-    /// Largest accepted request body, in bytes.
     /// Requests in flight before new ones are shed with 503 `overloaded`
     /// (Retry-After: 1); bounds memory under overload.
     #[arg(long, env = "COMMAND_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
 
+    /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
 
