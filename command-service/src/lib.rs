@@ -192,9 +192,10 @@ impl Server {
             let heartbeat_task = tokio::spawn(heartbeats);
             let _abort_notifier = AbortOnDrop(Some(tokio::spawn(peer_notifier).abort_handle()));
             let _abort_heartbeats = AbortOnDrop(Some(heartbeat_task.abort_handle()));
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+            let serve = axum::serve(listener, service_kit::per_connection(app))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
             let served = serve.await;
             // In-flight commands have finished; now let the relay flush.
             let _ = relay_stop_tx.send(true);

@@ -208,7 +208,7 @@ impl Projectors {
         });
         let mut stop_http = stop.clone();
         tasks.spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener, service_kit::per_connection(app))
                 .with_graceful_shutdown(async move {
                     let _ = stop_http.wait_for(|s| *s).await;
                 })

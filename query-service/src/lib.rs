@@ -113,7 +113,7 @@ impl Server {
         );
         let addr = listener.local_addr()?;
         let handle = tokio::spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(listener, service_kit::per_connection(app))
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
