@@ -27,18 +27,19 @@ use std::sync::Arc;
 
 use qdrant_edge::{
     Condition, Distance, EdgeConfig, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder,
-    EdgeVectorParamsBuilder, FieldCondition, Fusion, Match, Modifier, NamedQuery,
-    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
-    Prefetch, QueryEnum, QueryRequest, Range, ScoringQuery, UpdateOperation, ValueVariants,
-    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+    EdgeVectorParamsBuilder, FieldCondition, Fusion, IntegerIndexParams, Match, Modifier,
+    NamedQuery, PayloadFieldSchema, PayloadSchemaParams, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, Prefetch, QueryEnum, QueryRequest, Range, ScoringQuery,
+    UpdateOperation, ValueVariants, VectorInternal, VectorStructInternal, WithPayloadInterface,
+    WithVector,
 };
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
 use super::vectors::{
-    check_dimension, Collection, FieldKind, Filter, Hit, Mode, Point, Query, Sparse, Stored,
-    VectorError, VectorStore, DENSE, SPARSE,
+    check_dimension, Collection, Filter, Hit, Mode, Point, Query, Sparse, Stored, VectorError,
+    VectorStore, DENSE, SPARSE,
 };
 
 /// The WAL's segment size (Edge's default is 32 MiB).
@@ -147,16 +148,22 @@ impl EdgeVectors {
                 let shard =
                     EdgeShard::new(&path, config(dimension, wal_segment)).map_err(store_err)?;
                 for (field, kind) in collection.indexed_fields() {
-                    let schema = match kind {
-                        FieldKind::Keyword => PayloadSchemaType::Keyword,
-                        FieldKind::Integer => PayloadSchemaType::Integer,
+                    let schema = match kind.integer_indexes() {
+                        None => PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword),
+                        Some((lookup, range)) => PayloadFieldSchema::FieldParams(
+                            PayloadSchemaParams::Integer(IntegerIndexParams {
+                                lookup: Some(lookup),
+                                range: Some(range),
+                                ..Default::default()
+                            }),
+                        ),
                     };
                     shard
                         .update(UpdateOperation::FieldIndexOperation(
                             qdrant_edge::FieldIndexOperations::CreateIndex(
                                 qdrant_edge::CreateIndex {
                                     field_name: json_path(field)?,
-                                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                                    field_schema: Some(schema),
                                 },
                             ),
                         ))

@@ -9,17 +9,18 @@ use std::time::Duration;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType, Fusion, GetPointsBuilder,
-    Modifier, PointId, PointStruct, PointsIdsList, PrefetchQueryBuilder, Query as QdrantQuery,
-    QueryPointsBuilder, Range, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
-    UpsertPointsBuilder, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    IntegerIndexParamsBuilder, Modifier, PointId, PointStruct, PointsIdsList, PrefetchQueryBuilder,
+    Query as QdrantQuery, QueryPointsBuilder, Range, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::vectors::{
-    check_dimension, Collection, FieldKind, Filter, Hit, Mode, Point, Query, Stored, VectorError,
-    VectorStore, DENSE, SPARSE,
+    check_dimension, Collection, Filter, Hit, Mode, Point, Query, Stored, VectorError, VectorStore,
+    DENSE, SPARSE,
 };
 
 pub struct QdrantVectors {
@@ -178,14 +179,15 @@ impl QdrantVectors {
             .await
             .map_err(unavailable)?;
         for (field, kind) in collection.indexed_fields() {
-            let field_type = match kind {
-                FieldKind::Keyword => FieldType::Keyword,
-                FieldKind::Integer => FieldType::Integer,
+            let index = match kind.integer_indexes() {
+                None => CreateFieldIndexCollectionBuilder::new(&name, *field, FieldType::Keyword),
+                Some((lookup, range)) => {
+                    CreateFieldIndexCollectionBuilder::new(&name, *field, FieldType::Integer)
+                        .field_index_params(IntegerIndexParamsBuilder::new(lookup, range))
+                }
             };
             self.client
-                .create_field_index(
-                    CreateFieldIndexCollectionBuilder::new(&name, *field, field_type).wait(true),
-                )
+                .create_field_index(index.wait(true))
                 .await
                 .map_err(unavailable)?;
         }

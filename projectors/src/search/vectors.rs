@@ -50,8 +50,8 @@ impl Collection {
                 ("task_type", FieldKind::Keyword),
                 ("agent_id", FieldKind::Keyword),
                 ("parent_task_id", FieldKind::Keyword),
-                ("priority", FieldKind::Integer),
-                ("created_at_ms", FieldKind::Integer),
+                ("priority", FieldKind::IntegerMatch),
+                ("created_at_ms", FieldKind::IntegerRange),
             ],
             Collection::Agents => &[
                 ("status", FieldKind::Keyword),
@@ -62,10 +62,33 @@ impl Collection {
     }
 }
 
+/// How a payload field is filtered, and so which index it gets.
+///
+/// An integer field is indexed only for the filter the search API puts on
+/// it: a Qdrant integer index by default keeps both a lookup map (value →
+/// points, for `match`) and a range index, each held in memory per point
+/// in the shard's appendable segment. `priority` is only matched and
+/// `created_at_ms` (unique per task, so one map entry per task) only ranged.
+/// Measured on 2026-11-28 (`loadgen --parts commands,visibility`, the query
+/// service's peak RSS): see the README's Performance section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     Keyword,
-    Integer,
+    /// Filtered by equality only.
+    IntegerMatch,
+    /// Filtered by range only.
+    IntegerRange,
+}
+
+impl FieldKind {
+    /// For an integer field: (lookup index, range index).
+    pub fn integer_indexes(self) -> Option<(bool, bool)> {
+        match self {
+            FieldKind::Keyword => None,
+            FieldKind::IntegerMatch => Some((true, false)),
+            FieldKind::IntegerRange => Some((false, true)),
+        }
+    }
 }
 
 pub const DENSE: &str = "dense";

@@ -485,6 +485,16 @@ async fn suite(backends: Backends) {
         .read("/api/v1/search/tasks?q=report&created_after=2999-01-01T00:00:00Z")
         .await;
     assert_eq!(future["items"].as_array().map(Vec::len), Some(0));
+    let past = rig
+        .read("/api/v1/search/tasks?q=report&created_before=2000-01-01T00:00:00Z")
+        .await;
+    assert_eq!(past["items"].as_array().map(Vec::len), Some(0));
+    // A window around now holds them: the range filter (created_at_ms has a
+    // range index only) keeps what falls inside, not only what falls out.
+    let window = rig
+        .read("/api/v1/search/tasks?q=report&created_after=2000-01-01T00:00:00Z&created_before=2999-01-01T00:00:00Z")
+        .await;
+    assert!(!window["items"].as_array().expect("items").is_empty());
 
     // Similar tasks: the task itself left out; every hit shares its action
     // (another summary) or its subject (the same document, another action).
